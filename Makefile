@@ -1,0 +1,56 @@
+# One entry point for set-up, checks, tests, demo and benchmarks. `make test` and `make demo` work on a
+# fresh machine: they create the virtual environment from the pinned constraints first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PIP_VERSION := 25.3
+PY_SOURCES := src tests benchmarks examples
+
+.PHONY: venv tools lint test unit demo bench lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==$(PIP_VERSION)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[trainer,operator,dev]'
+	touch $@
+
+## venv: create .venv with every pinned dependency (idempotent)
+venv: $(STAMP)
+
+## tools: build the test control plane, S3 server and helm from Go modules into ~/.cache/nora
+tools:
+	bash tools/build-tools.sh
+
+## lint: ruff, formatting, mypy --strict, import layering
+lint: venv
+	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/ruff format --check $(PY_SOURCES)
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## test: everything CI runs: set-up, lint, unit + integration + e2e tests
+test: venv tools lint
+	$(BIN)/python -m pytest
+
+## unit: the fast tier only
+unit: venv
+	$(BIN)/python -m pytest tests/unit
+
+## demo: the embedded-default demo
+demo: venv
+	$(BIN)/python examples/breed_toy_adapters.py
+
+## bench: the benchmark tables
+bench: venv
+	$(BIN)/python benchmarks/genetics.py
+
+## lock: re-pin constraints.txt from the current virtual environment
+lock: venv
+	{ echo "# Exact versions tested; regenerate with 'make lock'. Used as pip constraints by 'make venv'."; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^nora'; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

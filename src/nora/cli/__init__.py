@@ -1,0 +1,47 @@
+"""The ``nora`` command line: one typer app; each command group lives in its own module.
+
+Bad input exits with code 2 and one line on stderr naming the problem; success exits 0.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from typer.exceptions import TyperException
+
+from nora.cli import genetics_commands
+from nora.genetics import GeneticsError
+
+app = typer.Typer(
+    name="nora",
+    help="Evolve populations of LoRA adapters: breed, mutate, inspect, train and run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+genetics_commands.register(app)
+
+USER_ERRORS: tuple[type[Exception], ...] = (GeneticsError,)
+"""Exceptions that mean bad input: reported in one line with exit code 2, never as a traceback."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``nora`` script."""
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except TyperException as error:
+        context = getattr(error, "ctx", None)
+        command = getattr(context, "command_path", "nora")
+        format_message = getattr(error, "format_message", None)
+        message = format_message() if format_message else str(error)
+        if message:
+            print(f"{command}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("nora: aborted", file=sys.stderr)
+        sys.exit(130)
+    except USER_ERRORS as error:
+        print(f"nora: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,1 @@
+"""The kopf operator: thin handlers over the engine, pure Job builders, Prometheus metrics."""

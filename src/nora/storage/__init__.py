@@ -1,0 +1,1 @@
+"""Where genomes live: the Store interface with S3 and local-folder implementations sharing one key layout."""

@@ -1,0 +1,186 @@
+"""Deterministic CPU pre-training of the toy model on prompt + worked solution.
+
+The loss covers the completion (solution and ``</s>``) only. All randomness is explicit: the weights are
+initialised inside ``torch.random.fork_rng`` from the seed, the data order comes from a seeded
+``torch.Generator``, there is no dropout, the thread count is fixed and deterministic algorithms are on,
+so the same seed and configs give byte-identical weights on a given machine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from nora.api.defaults import DEFAULT_PROMPT_TEMPLATE
+from nora.toy.data import Row
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class ToyModelConfig:
+    """Shape of the tiny Llama model."""
+
+    hidden_size: int = 128
+    num_layers: int = 3
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 384
+    max_position_embeddings: int = 256
+    rope_theta: float = 10000.0
+
+
+@dataclass(frozen=True)
+class ToyTrainConfig:
+    """Pre-training budget and optimiser settings."""
+
+    steps: int = 1500
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    pool_size: int = 20_000
+    num_threads: int = 2
+
+
+DEFAULT_MODEL = ToyModelConfig()
+DEFAULT_TRAIN = ToyTrainConfig()
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A tokenised training example: input ids and labels (prompt positions masked)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+def llama_config(model: ToyModelConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+    """The ``LlamaConfig`` for ``model`` over ``tokenizer``'s vocabulary."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=model.hidden_size,
+        intermediate_size=model.intermediate_size,
+        num_hidden_layers=model.num_layers,
+        num_attention_heads=model.num_heads,
+        num_key_value_heads=model.num_kv_heads,
+        max_position_embeddings=model.max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": model.rope_theta},
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        attention_dropout=0.0,
+    )
+
+
+def init_model(config: LlamaConfig, seed: int) -> LlamaForCausalLM:
+    """A freshly initialised model whose weights depend on ``seed`` only (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model
+
+
+def encode_rows(rows: Sequence[Row], tokenizer: PreTrainedTokenizerFast) -> list[Encoded]:
+    """Tokenise ``prompt + solution + </s>``, masking the prompt out of the labels."""
+    prompts = [DEFAULT_PROMPT_TEMPLATE.format(question=row["question"]) for row in rows]
+    prompt_ids = tokenizer(prompts)["input_ids"]
+    completion_ids = tokenizer([row["solution"] for row in rows], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    encoded: list[Encoded] = []
+    for p_ids, c_ids in zip(prompt_ids, completion_ids, strict=True):
+        completion = [*c_ids, eos]
+        encoded.append(
+            Encoded(input_ids=[*p_ids, *completion], labels=[IGNORE_INDEX] * len(p_ids) + completion)
+        )
+    return encoded
+
+
+def collate(batch: Sequence[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``(input_ids, labels)``; padding only follows real tokens, so no mask is needed."""
+    width = max(len(item.input_ids) for item in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    for i, item in enumerate(batch):
+        input_ids[i, : len(item.input_ids)] = torch.tensor(item.input_ids)
+        labels[i, : len(item.labels)] = torch.tensor(item.labels)
+    return input_ids, labels
+
+
+def batch_order(n_items: int, batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
+    """Indices of each step's batch: epochs of seeded permutations, cut into batches."""
+    generator = torch.Generator().manual_seed(seed)
+    buffer: list[int] = []
+    for _ in range(steps):
+        while len(buffer) < batch_size:
+            buffer.extend(torch.randperm(n_items, generator=generator).tolist())
+        yield buffer[:batch_size]
+        buffer = buffer[batch_size:]
+
+
+def lr_factor(step: int, train: ToyTrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio``."""
+    if step < train.warmup_steps:
+        return (step + 1) / train.warmup_steps
+    progress = (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
+    return train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@contextmanager
+def deterministic_cpu(num_threads: int) -> Iterator[None]:
+    """Fix the thread count and turn deterministic algorithms on, restoring both afterwards."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(num_threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+
+
+def pretrain(
+    model: LlamaForCausalLM,
+    examples: Sequence[Encoded],
+    train: ToyTrainConfig,
+    seed: int,
+    pad_id: int,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> list[float]:
+    """Train ``model`` in place for ``train.steps`` steps and return the per-step losses.
+
+    ``progress(step, steps, loss)`` is called every 50 steps and after the last one.
+    """
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=train.learning_rate,
+        betas=(0.9, 0.98),
+        foreach=False,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, train))
+    losses: list[float] = []
+    model.train()
+    with deterministic_cpu(train.num_threads):
+        for indices in batch_order(len(examples), train.batch_size, train.steps, seed):
+            input_ids, labels = collate([examples[i] for i in indices], pad_id)
+            loss = model(input_ids=input_ids, labels=labels).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            if progress is not None and (len(losses) % 50 == 0 or len(losses) == train.steps):
+                progress(len(losses), train.steps, losses[-1])
+    model.eval()
+    return losses

@@ -1,0 +1,1 @@
+"""IRPO training and evaluation of one genome: the entrypoint of every genome Job and local worker."""

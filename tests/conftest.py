@@ -1,0 +1,3 @@
+"""Repo-wide pytest configuration: loads the integration fixtures (control plane, kubelet, S3)."""
+
+pytest_plugins = ["tests.support.fixtures"]

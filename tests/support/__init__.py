@@ -1,0 +1,1 @@
+"""Test support: a real Kubernetes control plane, a process-kubelet and an S3 server on 127.0.0.1."""
