@@ -1,1 +1,4 @@
-"""The evolution engine: plan a generation, breed offspring, decide when to stop (no Kubernetes, no subprocesses, no S3 calls)."""
+"""The evolution engine: plan generations, breed offspring, decide when to stop.
+
+No Kubernetes, no subprocesses, no S3 calls of its own: it takes a Store.
+"""

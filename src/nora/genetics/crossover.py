@@ -20,7 +20,7 @@ fold each parent's scale into ``B`` first so parents with different alphas combi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -229,18 +229,31 @@ def iter_crossover_modules(
         yield name, LoraModule(a=child.a.to(dtype), b=child.b.to(dtype), alpha=child.alpha)
 
 
+def blend_genes(genes: Sequence[Mapping[str, float]], weights: Sequence[float]) -> dict[str, float]:
+    """Genes every parent has are averaged with the parent weights; others come from the heaviest parent.
+
+    Args:
+        genes: each parent's hyperparameter genes.
+        weights: parent weights (see :func:`parent_weights`).
+
+    Returns:
+        The child's genes, sorted by name.
+    """
+    blended: dict[str, float] = {}
+    for _, parent_genes in sorted(zip(weights, genes, strict=True), key=lambda pair: pair[0]):
+        blended.update(parent_genes)
+    shared = set.intersection(*(set(g) for g in genes)) if genes else set()
+    for name in shared:
+        blended[name] = sum(w * g[name] for w, g in zip(weights, genes, strict=True))
+    return dict(sorted(blended.items()))
+
+
 def child_hyperparameters(
     parents: Sequence[Genome], fitness: Sequence[float] | None, spec: CrossoverSpec
 ) -> dict[str, float]:
-    """Genes every parent has are averaged with the parent weights; others come from the heaviest parent."""
+    """The child's genes: :func:`blend_genes` of the parents' genes with the crossover's parent weights."""
     weights = parent_weights(fitness, len(parents), spec.temperature)
-    genes: dict[str, float] = {}
-    for _, parent in sorted(zip(weights, parents, strict=True), key=lambda pair: pair[0]):
-        genes.update(parent.hyperparameters)
-    shared = set.intersection(*(set(p.hyperparameters) for p in parents))
-    for name in shared:
-        genes[name] = sum(w * p.hyperparameters[name] for w, p in zip(weights, parents, strict=True))
-    return dict(sorted(genes.items()))
+    return blend_genes([p.hyperparameters for p in parents], weights)
 
 
 def crossover(

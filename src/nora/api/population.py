@@ -1,0 +1,301 @@
+"""The ``Population`` spec: what to evolve, how, where it runs and where adapters are kept.
+
+Field names are camelCase in YAML (``populationSize``) and snake_case in Python (``population_size``).
+Single-field rules (types, enums, bounds) live on the fields; rules across fields live in
+:func:`semantic_problems`, which names every offending path, e.g.
+``spec.selection.survivors: 9 exceeds spec.populationSize (8)``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field
+
+from nora.api.base import ApiModel
+from nora.api.defaults import DEFAULT_ANSWER_PATTERN, DEFAULT_PROMPT_TEMPLATE
+
+MODEL_URI_SCHEMES = ("hf://", "s3://", "file://", "toy://")
+DATA_URI_SCHEMES = ("s3://", "file://", "toy://")
+EQUAL_RANK_CROSSOVERS = ("ties", "dare", "slerp", "blx")
+
+
+def _uri_check(schemes: tuple[str, ...]) -> AfterValidator:
+    def check(value: str) -> str:
+        if not value.startswith(schemes):
+            raise ValueError(f"must start with one of {', '.join(schemes)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _regex_with_group(value: str) -> str:
+    try:
+        compiled = re.compile(value)
+    except re.error as error:
+        raise ValueError(f"is not a valid regular expression ({error})") from None
+    if compiled.groups < 1:
+        raise ValueError("needs a capturing group around the answer, e.g. '####\\s*(.+)'")
+    return value
+
+
+def _has_question_slot(value: str) -> str:
+    if "{question}" not in value:
+        raise ValueError("must contain the placeholder {question}")
+    return value
+
+
+ModelUri = Annotated[str, _uri_check(MODEL_URI_SCHEMES)]
+DataUri = Annotated[str, _uri_check(DATA_URI_SCHEMES)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class BaseModelSpec(ApiModel):
+    """The base LLM: ``hf://org/name[@revision]``, ``s3://bucket/key/``, ``file:///path`` or ``toy://``."""
+
+    uri: ModelUri
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+
+
+class DatasetSpec(ApiModel):
+    """JSONL rows ``{"question", "solution", "answer"}``; the prompt template and answer regex."""
+
+    train: DataUri
+    eval: DataUri
+    prompt_template: Annotated[str, AfterValidator(_has_question_slot)] = DEFAULT_PROMPT_TEMPLATE
+    answer_pattern: Annotated[str, AfterValidator(_regex_with_group)] = DEFAULT_ANSWER_PATTERN
+
+
+class StoppingSpec(ApiModel):
+    """Stop after ``patience`` generations without a best-fitness gain above ``minDelta``, or at a target."""
+
+    patience: Annotated[int, Field(ge=1)] | None = None
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+    target_fitness: float | None = None
+
+
+class FitnessSpec(ApiModel):
+    """``accuracy`` (eval exact match, maximize) or NoRA's reversed fitness ``irpo_loss`` (minimize)."""
+
+    metric: Literal["accuracy", "irpo_loss"] = "accuracy"
+    goal: Literal["maximize", "minimize"] = "maximize"
+
+
+class SelectionSpec(ApiModel):
+    """How parents are chosen; ``survivors`` defaults to half the population."""
+
+    method: Literal["truncation", "tournament", "roulette", "rank"] = "tournament"
+    survivors: Annotated[int, Field(ge=1)] | None = None
+    elites: Annotated[int, Field(ge=0)] = 1
+    tournament_size: Annotated[int, Field(ge=2)] = 3
+
+
+class CrossoverSpecModel(ApiModel):
+    """Crossover method and parameters (see ``nora.genetics.crossover``)."""
+
+    method: Literal["nora", "linear", "svd", "ties", "dare", "slerp", "blx"] = "nora"
+    probability: Probability = 0.9
+    temperature: Annotated[float, Field(gt=0.0)] = 0.1
+    rank: Annotated[int, Field(ge=1)] | None = None
+    density: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    blx_alpha: Annotated[float, Field(ge=0.0)] = 0.5
+
+
+class MutationSpecModel(ApiModel):
+    """Mutation of factors, ranks and hyperparameter genes (see ``nora.genetics.mutation``)."""
+
+    probability: Probability = 1.0
+    gene_probability: Probability = 0.05
+    sigma: Annotated[float, Field(ge=0.0)] = 1e-3
+    reset_probability: Probability = 0.0
+    rank_grow_probability: Probability = 0.1
+    rank_shrink_probability: Probability = 0.1
+    max_rank: Annotated[int, Field(ge=1, le=1024)] = 64
+    hyperparameter_probability: Probability = 0.2
+    hyperparameters: dict[str, tuple[float, float]] = Field(default_factory=dict)
+
+
+class AdapterSpec(ApiModel):
+    """Fresh adapters of generation 0."""
+
+    initial_rank: Annotated[int, Field(ge=1, le=1024)] = 8
+    alpha: Annotated[float, Field(gt=0.0)] = 16.0
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    target_modules: Annotated[list[str], Field(min_length=1)] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+
+
+class SeedAdapter(ApiModel):
+    """A PEFT LoRA adapter folder to start a genome of generation 0 from."""
+
+    uri: DataUri
+
+
+class TrainingSpec(ApiModel):
+    """IRPO (DPO + NLL), plain DPO, or ``none`` (evaluate only: gradient-free evolution)."""
+
+    method: Literal["irpo", "dpo", "none"] = "irpo"
+    samples_per_prompt: Annotated[int, Field(ge=2, le=256)] = 8
+    pairs_per_prompt: Annotated[int, Field(ge=1, le=256)] = 2
+    temperature: Annotated[float, Field(gt=0.0, le=5.0)] = 1.0
+    beta: Annotated[float, Field(gt=0.0)] = 0.1
+    nll_weight: Annotated[float, Field(ge=0.0)] = 1.0
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-4
+    max_steps: Annotated[int, Field(ge=1)] = 50
+    batch_size: Annotated[int, Field(ge=1)] = 4
+    max_prompts: Annotated[int, Field(ge=1)] = 64
+    max_new_tokens: Annotated[int, Field(ge=1, le=8192)] = 128
+    eval_prompts: Annotated[int, Field(ge=1)] = 200
+
+
+class SecretRef(ApiModel):
+    """A Secret in the Population's namespace holding ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class StorageSpec(ApiModel):
+    """Where adapters live on a cluster: ``s3://<bucket>/<prefix>/<population>/...``."""
+
+    bucket: str | None = None
+    prefix: str = "nora"
+    endpoint: str | None = None
+    region: str | None = None
+    secret_ref: SecretRef | None = None
+
+
+class TemplateSpec(ApiModel):
+    """The genome Job's Pod template pieces (Kubernetes objects are passed through as given)."""
+
+    image: str = "ghcr.io/nora-dev/nora-trainer:0.1.0"
+    resources: dict[str, Any] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    priority_class_name: str | None = None
+    service_account_name: str | None = None
+    env: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RetriesSpec(ApiModel):
+    """Retry a genome ``backoffLimit`` times; more than ``maxFailedGenomes`` failures fail the population."""
+
+    backoff_limit: Annotated[int, Field(ge=0, le=20)] = 2
+    max_failed_genomes: Annotated[int, Field(ge=0)] | None = None
+
+
+class PopulationSpec(ApiModel):
+    """Everything a ``Population`` asks for."""
+
+    base_model: BaseModelSpec
+    dataset: DatasetSpec
+    population_size: Annotated[int, Field(ge=2, le=10000)] = 8
+    max_generations: Annotated[int, Field(ge=1, le=10000)] = 10
+    seed: Annotated[int, Field(ge=0)] = 0
+    stopping: StoppingSpec = Field(default_factory=StoppingSpec)
+    fitness: FitnessSpec = Field(default_factory=FitnessSpec)
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    crossover: CrossoverSpecModel = Field(default_factory=CrossoverSpecModel)
+    mutation: MutationSpecModel = Field(default_factory=MutationSpecModel)
+    adapter: AdapterSpec = Field(default_factory=AdapterSpec)
+    seed_adapters: list[SeedAdapter] = Field(default_factory=list)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    template: TemplateSpec = Field(default_factory=TemplateSpec)
+    queue_name: str | None = None
+    parallelism: Annotated[int, Field(ge=1, le=10000)] = 4
+    retries: RetriesSpec = Field(default_factory=RetriesSpec)
+    active_deadline_seconds: Annotated[int, Field(ge=60)] = 21600
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+
+    @property
+    def survivors(self) -> int:
+        return self.selection.survivors or max(2, self.population_size // 2)
+
+    @property
+    def max_failed_genomes(self) -> int:
+        limit = self.retries.max_failed_genomes
+        return self.population_size // 2 if limit is None else limit
+
+
+def _selection_problems(spec: PopulationSpec) -> list[tuple[bool, str]]:
+    size, selection = spec.population_size, spec.selection
+    return [
+        (
+            spec.survivors > size,
+            f"spec.selection.survivors: {spec.survivors} exceeds spec.populationSize ({size})",
+        ),
+        (
+            selection.elites >= size,
+            f"spec.selection.elites: {selection.elites} leaves no room for offspring; use fewer than {size}",
+        ),
+        (
+            selection.tournament_size > size,
+            f"spec.selection.tournamentSize: {selection.tournament_size} exceeds "
+            f"spec.populationSize ({size})",
+        ),
+        (
+            len(spec.seed_adapters) > size,
+            f"spec.seedAdapters: {len(spec.seed_adapters)} adapters exceed spec.populationSize ({size})",
+        ),
+        (
+            spec.max_failed_genomes > size,
+            f"spec.retries.maxFailedGenomes: {spec.max_failed_genomes} exceeds spec.populationSize ({size})",
+        ),
+    ]
+
+
+def _breeding_problems(spec: PopulationSpec) -> list[tuple[bool, str]]:
+    crossover, mutation, training = spec.crossover, spec.mutation, spec.training
+    changes_ranks = mutation.rank_grow_probability > 0 or mutation.rank_shrink_probability > 0
+    return [
+        (
+            spec.adapter.initial_rank > mutation.max_rank,
+            f"spec.adapter.initialRank: {spec.adapter.initial_rank} exceeds spec.mutation.maxRank "
+            f"({mutation.max_rank})",
+        ),
+        (
+            training.pairs_per_prompt > training.samples_per_prompt,
+            f"spec.training.pairsPerPrompt: {training.pairs_per_prompt} exceeds "
+            f"spec.training.samplesPerPrompt ({training.samples_per_prompt})",
+        ),
+        (
+            crossover.rank is not None and crossover.method != "svd",
+            f"spec.crossover.rank: only the svd method truncates to a rank, not {crossover.method}",
+        ),
+        (
+            crossover.method in EQUAL_RANK_CROSSOVERS and changes_ranks,
+            f"spec.crossover.method: {crossover.method} needs equal ranks, but spec.mutation changes ranks; "
+            "set rankGrowProbability and rankShrinkProbability to 0, or use nora, linear or svd",
+        ),
+    ]
+
+
+def _fitness_and_storage_problems(spec: PopulationSpec) -> list[tuple[bool, str]]:
+    metric, goal = spec.fitness.metric, spec.fitness.goal
+    return [
+        (
+            metric == "irpo_loss" and goal != "minimize",
+            "spec.fitness.goal: irpo_loss is a loss; set goal: minimize",
+        ),
+        (
+            metric == "accuracy" and goal != "maximize",
+            "spec.fitness.goal: accuracy is maximized; set goal: maximize",
+        ),
+        (
+            spec.storage.secret_ref is not None and spec.storage.bucket is None,
+            "spec.storage.secretRef: credentials are given but spec.storage.bucket is not set",
+        ),
+    ]
+
+
+def semantic_problems(spec: PopulationSpec) -> list[str]:
+    """Cross-field rules, each problem as ``spec.<path>: <what is wrong and the fix>``."""
+    rules = [*_selection_problems(spec), *_breeding_problems(spec), *_fitness_and_storage_problems(spec)]
+    problems = [message for broken, message in rules if broken]
+    for name, (low, high) in spec.mutation.hyperparameters.items():
+        if not low <= high:
+            problems.append(f"spec.mutation.hyperparameters.{name}: low {low} exceeds high {high}")
+    return problems

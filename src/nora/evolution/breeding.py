@@ -1,0 +1,41 @@
+"""Carry out breeding orders: load the parents from a store, breed, write the child's starting adapter.
+
+Idempotent: an order whose output already holds a complete adapter (manifest present) is skipped, and
+re-running an order gives byte-identical files because every random choice comes from its seeds.
+"""
+
+from __future__ import annotations
+
+from nora.evolution.genome_store import download_genome, upload_genome
+from nora.evolution.planning import BreedingOrder
+from nora.genetics import Genome, MutationSpec, breed, make_generator, mutate
+from nora.genetics.io import MANIFEST_FILE
+from nora.storage import Store
+
+NO_MUTATION = MutationSpec()
+
+
+def offspring(order: BreedingOrder, parents: list[Genome]) -> Genome:
+    """The child genome of ``order`` from already loaded ``parents`` (pure tensor work)."""
+    mutation = order.mutation or NO_MUTATION
+    if order.crossover is not None:
+        child = breed(
+            parents,
+            [p.score for p in order.parents],
+            order.crossover,
+            mutation,
+            make_generator(order.crossover_seed),
+            make_generator(order.mutation_seed),
+        )
+    else:
+        child = mutate(parents[0], mutation, make_generator(order.mutation_seed))
+    return child.with_hyperparameters(order.hyperparameters)
+
+
+def execute(order: BreedingOrder, store: Store) -> bool:
+    """Write ``order``'s child to the store; ``False`` if it was already there (nothing done)."""
+    if store.exists(f"{order.output}/{MANIFEST_FILE}"):
+        return False
+    parents = [download_genome(store, parent.adapter) for parent in order.parents]
+    upload_genome(store, order.output, offspring(order, parents))
+    return True

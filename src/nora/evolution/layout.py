@@ -1,0 +1,44 @@
+"""The store key layout shared by the local driver, the operator and the trainer.
+
+```
+<prefix>/<population>/g<N>/<genome>/genome.json    the trainer's task
+<prefix>/<population>/g<N>/<genome>/start/         a bred offspring's starting adapter
+<prefix>/<population>/g<N>/<genome>/output/        the trainer's adapter/, metrics.json, samples.jsonl
+<prefix>/<population>/best/                        the exported best adapter and best.json
+```
+"""
+
+from __future__ import annotations
+
+
+def genome_id(population: str, generation: int, index: int) -> str:
+    """``<population>-g<generation>-<index>``: also the genome's Job name on a cluster."""
+    return f"{population}-g{generation}-{index}"
+
+
+def _base(prefix: str, population: str) -> str:
+    return "/".join(part for part in (prefix.strip("/"), population) if part)
+
+
+def genome_key(prefix: str, population: str, generation: int, genome: str) -> str:
+    return f"{_base(prefix, population)}/g{generation}/{genome}"
+
+
+def task_key(prefix: str, population: str, generation: int, genome: str) -> str:
+    return f"{genome_key(prefix, population, generation, genome)}/genome.json"
+
+
+def start_adapter_key(prefix: str, population: str, generation: int, genome: str) -> str:
+    return f"{genome_key(prefix, population, generation, genome)}/start"
+
+
+def output_key(prefix: str, population: str, generation: int, genome: str) -> str:
+    return f"{genome_key(prefix, population, generation, genome)}/output"
+
+
+def trained_adapter_key(prefix: str, population: str, generation: int, genome: str) -> str:
+    return f"{output_key(prefix, population, generation, genome)}/adapter"
+
+
+def best_key(prefix: str, population: str) -> str:
+    return f"{_base(prefix, population)}/best"

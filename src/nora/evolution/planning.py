@@ -1,0 +1,221 @@
+"""Plan generations: generation 0 from fresh or seed adapters, then elites plus bred offspring.
+
+Planning is pure and cheap: it decides who breeds with whom, with which operators and seeds, and what
+each genome's hyperparameter genes are. The tensor work it orders (:class:`BreedingOrder`) is done by
+``nora.evolution.breeding``. Every random choice derives from ``(population seed, generation, genome
+index, purpose)``, so re-planning a generation after a crash gives the same plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from nora.api.population import PopulationSpec
+from nora.evolution.layout import genome_id, start_adapter_key
+from nora.evolution.records import GenomePlan, GenomeResult
+from nora.genetics import (
+    CrossoverSpec,
+    MutationSpec,
+    Scored,
+    derive_seed,
+    elites,
+    generator_for,
+    mutate_hyperparameters,
+    parent_weights,
+    sample_hyperparameters,
+    select,
+)
+from nora.genetics.crossover import blend_genes
+from nora.genetics.selection import truncation
+
+
+@dataclass(frozen=True)
+class ParentRef:
+    """A parent as breeding needs it: id, trained adapter key and fitness (higher is better)."""
+
+    id: str
+    adapter: str
+    score: float
+
+
+@dataclass(frozen=True)
+class BreedingOrder:
+    """Make one offspring's starting adapter: crossover (optional) then mutation (optional)."""
+
+    child: str
+    parents: tuple[ParentRef, ...]
+    crossover: CrossoverSpec | None
+    mutation: MutationSpec | None
+    crossover_seed: int
+    mutation_seed: int
+    hyperparameters: Mapping[str, float]
+    output: str
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """Every genome of a generation and the breeding that must happen before they train."""
+
+    generation: int
+    genomes: tuple[GenomePlan, ...]
+    breeding: tuple[BreedingOrder, ...] = ()
+
+
+def crossover_spec(spec: PopulationSpec) -> CrossoverSpec:
+    """The genetics library's crossover settings for this population."""
+    c = spec.crossover
+    return CrossoverSpec(
+        method=c.method, temperature=c.temperature, rank=c.rank, density=c.density, blx_alpha=c.blx_alpha
+    )
+
+
+def mutation_spec(spec: PopulationSpec) -> MutationSpec:
+    """The genetics library's mutation settings for this population."""
+    m = spec.mutation
+    return MutationSpec(
+        sigma=m.sigma,
+        gene_probability=m.gene_probability,
+        reset_probability=m.reset_probability,
+        grow_probability=m.rank_grow_probability,
+        shrink_probability=m.rank_shrink_probability,
+        max_rank=m.max_rank,
+        hyperparameter_probability=m.hyperparameter_probability,
+        hyperparameter_bounds=dict(m.hyperparameters),
+    )
+
+
+def score(fitness: float, spec: PopulationSpec) -> float:
+    """Fitness turned so that higher is always better (losses are negated)."""
+    return fitness if spec.fitness.goal == "maximize" else -fitness
+
+
+def plan_initial(spec: PopulationSpec, population: str) -> GenerationPlan:
+    """Generation 0: seed adapters first, then fresh LoRAs; genes sampled within their bounds."""
+    genomes = []
+    for index in range(spec.population_size):
+        seed_adapter = spec.seed_adapters[index].uri if index < len(spec.seed_adapters) else None
+        genes = sample_hyperparameters(
+            dict(spec.mutation.hyperparameters), generator_for(spec.seed, 0, index, "hyperparameters")
+        )
+        genomes.append(
+            GenomePlan(
+                id=genome_id(population, 0, index),
+                index=index,
+                generation=0,
+                origin="seed" if seed_adapter else "initial",
+                adapter=seed_adapter,
+                hyperparameters=genes,
+                seed=derive_seed(spec.seed, 0, index, "genome"),
+            )
+        )
+    return GenerationPlan(generation=0, genomes=tuple(genomes))
+
+
+def _elite_plan(
+    old: GenomePlan, result: GenomeResult, population: str, generation: int, index: int
+) -> GenomePlan:
+    return GenomePlan(
+        id=genome_id(population, generation, index),
+        index=index,
+        generation=generation,
+        origin="elite",
+        parents=(old.id,),
+        adapter=result.adapter,
+        hyperparameters=dict(old.hyperparameters),
+        seed=old.seed,
+        train=False,
+        fitness=result.fitness,
+    )
+
+
+def _coin(probability: float, *parts: int | str) -> bool:
+    """A biased coin whose outcome depends only on ``parts``."""
+    return float(torch.rand((), generator=generator_for(*parts))) < probability
+
+
+@dataclass(frozen=True)
+class _Pool:
+    scored: list[Scored]
+    plans: dict[str, GenomePlan]
+    results: dict[str, GenomeResult]
+
+
+def _offspring(
+    spec: PopulationSpec, population: str, generation: int, index: int, pool: _Pool
+) -> BreedingOrder:
+    seed = spec.seed
+    pairing = generator_for(seed, generation, index, "pairing")
+    wants_crossover = _coin(spec.crossover.probability, seed, generation, index, "crossover?")
+    count = 2 if wants_crossover else 1
+    picks = select(spec.selection.method, pool.scored, count, pairing, spec.selection.tournament_size)
+    if len(picks) == 2 and picks[0].id == picks[1].id:
+        picks = picks[:1]  # EvoMerge: a parent picked twice is copied and forced to mutate
+    parents = tuple(ParentRef(p.id, pool.results[p.id].adapter or "", float(p.fitness or 0.0)) for p in picks)
+    crossing = len(parents) == 2
+    mutating = not crossing or _coin(spec.mutation.probability, seed, generation, index, "mutation?")
+    weights = parent_weights([p.score for p in parents], len(parents), spec.crossover.temperature)
+    genes = mutate_hyperparameters(
+        blend_genes([pool.plans[p.id].hyperparameters for p in parents], weights),
+        mutation_spec(spec),
+        generator_for(seed, generation, index, "hyperparameters"),
+    )
+    return BreedingOrder(
+        child=genome_id(population, generation, index),
+        parents=parents,
+        crossover=crossover_spec(spec) if crossing else None,
+        mutation=mutation_spec(spec) if mutating else None,
+        crossover_seed=derive_seed(seed, generation, index, "crossover"),
+        mutation_seed=derive_seed(seed, generation, index, "mutation"),
+        hyperparameters=genes,
+        output=start_adapter_key(
+            spec.storage.prefix, population, generation, genome_id(population, generation, index)
+        ),
+    )
+
+
+def plan_next(
+    spec: PopulationSpec,
+    population: str,
+    generation: int,
+    previous: Sequence[tuple[GenomePlan, GenomeResult]],
+) -> GenerationPlan:
+    """The generation after ``previous``: elites carried over unchanged, the rest bred from survivors.
+
+    Raises:
+        GeneticsError: if no genome of ``previous`` has a fitness (nothing can be selected).
+    """
+    scored = [
+        Scored(plan.id, score(result.fitness, spec))
+        for plan, result in previous
+        if result.fitness is not None and result.scored
+    ]
+    pool = _Pool(
+        scored=truncation(scored, spec.survivors),
+        plans={plan.id: plan for plan, _ in previous},
+        results={plan.id: result for plan, result in previous},
+    )
+    genomes: list[GenomePlan] = []
+    for index, elite in enumerate(elites(scored, spec.selection.elites)):
+        genomes.append(
+            _elite_plan(pool.plans[elite.id], pool.results[elite.id], population, generation, index)
+        )
+    orders = []
+    for index in range(len(genomes), spec.population_size):
+        order = _offspring(spec, population, generation, index, pool)
+        orders.append(order)
+        genomes.append(
+            GenomePlan(
+                id=order.child,
+                index=index,
+                generation=generation,
+                origin="crossover" if order.crossover else "mutation",
+                parents=tuple(p.id for p in order.parents),
+                adapter=order.output,
+                hyperparameters=dict(order.hyperparameters),
+                seed=derive_seed(spec.seed, generation, index, "genome"),
+            )
+        )
+    return GenerationPlan(generation=generation, genomes=tuple(genomes), breeding=tuple(orders))

@@ -1,0 +1,56 @@
+"""Turn a genome's plan into the trainer's ``genome.json`` (a :class:`GenomeTask`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nora.api.population import PopulationSpec
+from nora.api.task import AdapterSource, GenomeTask
+from nora.evolution.layout import output_key
+from nora.evolution.records import GenomePlan
+
+
+def genome_task(
+    spec: PopulationSpec,
+    population: str,
+    plan: GenomePlan,
+    key_uri: Callable[[str], str],
+    resolve: Callable[[str], str] = lambda uri: uri,
+) -> GenomeTask:
+    """The task of a genome that trains.
+
+    Args:
+        spec: the population's spec.
+        population: its name.
+        plan: the genome (not an elite).
+        key_uri: turns a store key into a URI the trainer can open (``file://`` or ``s3://``).
+        resolve: rewrites user URIs (base model, data, seed adapters), e.g. ``toy://`` to ``file://``.
+    """
+    adapter = spec.adapter
+    if plan.adapter is None:
+        start = None
+    elif plan.origin == "seed":
+        start = resolve(plan.adapter)
+    else:
+        start = key_uri(plan.adapter)
+    return GenomeTask(
+        population=population,
+        generation=plan.generation,
+        genome=plan.id,
+        seed=plan.seed,
+        base_model=spec.base_model.model_copy(update={"uri": resolve(spec.base_model.uri)}),
+        dataset=spec.dataset.model_copy(
+            update={"train": resolve(spec.dataset.train), "eval": resolve(spec.dataset.eval)}
+        ),
+        adapter=AdapterSource(
+            uri=start,
+            rank=adapter.initial_rank,
+            alpha=adapter.alpha,
+            dropout=adapter.dropout,
+            target_modules=list(adapter.target_modules),
+        ),
+        training=spec.training,
+        fitness=spec.fitness,
+        hyperparameters=dict(plan.hyperparameters),
+        output=key_uri(output_key(spec.storage.prefix, population, plan.generation, plan.id)),
+    )
