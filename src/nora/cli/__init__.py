@@ -10,8 +10,14 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from nora.cli import genetics_commands
+from nora.api.base import ApiValidationError
+from nora.cli import genetics_commands, run_commands
+from nora.cli.toy_uris import ToyUriError
 from nora.genetics import GeneticsError
+from nora.local.driver import RunError
+from nora.local.report import ReportError
+from nora.storage import StoreError
+from nora.toy.cli import app as toy_app
 
 app = typer.Typer(
     name="nora",
@@ -21,8 +27,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 genetics_commands.register(app)
+run_commands.register(app)
+app.add_typer(toy_app, name="toy")
 
-USER_ERRORS: tuple[type[Exception], ...] = (GeneticsError,)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    GeneticsError,
+    ApiValidationError,
+    RunError,
+    ReportError,
+    StoreError,
+    ToyUriError,
+)
 """Exceptions that mean bad input: reported in one line with exit code 2, never as a traceback."""
 
 

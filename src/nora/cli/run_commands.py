@@ -1,0 +1,86 @@
+"""``nora run``, ``nora status`` and ``nora report``: evolve a Population on this machine and look at it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from nora.api.manifest import load_population
+from nora.cli.toy_uris import ToyResolver
+from nora.local.driver import LocalDriver, RunConfig
+from nora.local.executor import SubprocessExecutor
+from nora.local.progress import display_for
+from nora.local.report import PLOT_FILE, history_table, lineage, plot_fitness, read_run, status_lines
+
+RunDirOption = Annotated[
+    Path, typer.Option("--dir", help="The run folder (state, store, logs, best adapter).")
+]
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def run(
+    manifest: Annotated[Path, typer.Argument(help="A Population manifest (the YAML kubectl apply takes).")],
+    run_dir: RunDirOption = Path("runs/default"),
+    workers: Annotated[int, typer.Option(help="Genomes trained at once (default: spec.parallelism).")] = 0,
+) -> None:
+    """Evolve a Population on this machine; run again with the same --dir to resume."""
+    population = load_population(manifest)
+    if workers < 0:
+        raise typer.BadParameter(f"must be >= 0, got {workers}", param_hint="--workers")
+    config = RunConfig(
+        manifest=population,
+        run_dir=run_dir,
+        workers=workers or population.spec.parallelism,
+        gpus=_gpu_count(),
+        cpus=os.cpu_count() or 1,
+        resolve=ToyResolver(run_dir / "toy"),
+    )
+    display = display_for(sys.stderr)
+    try:
+        state = LocalDriver(config, SubprocessExecutor(), display).run()
+    except KeyboardInterrupt:
+        display.close()
+        typer.echo(f"interrupted; resume with: nora run {manifest} --dir {run_dir}", err=True)
+        raise typer.Exit(130) from None
+    display.close()
+    for line in status_lines(state):
+        typer.echo(line)
+    if state.best:
+        typer.echo(f"best adapter: {run_dir / 'best'}")
+    raise typer.Exit(0 if state.phase == "Succeeded" else 1)
+
+
+def status(run_dir: Annotated[Path, typer.Argument(help="The run folder.")]) -> None:
+    """Where a run stands: phase, current generation, genomes by phase, best so far."""
+    for line in status_lines(read_run(run_dir)):
+        typer.echo(line)
+
+
+def report(run_dir: Annotated[Path, typer.Argument(help="The run folder.")]) -> None:
+    """Per-generation table, a fitness plot (PNG) and the lineage of the best genome."""
+    state = read_run(run_dir)
+    console = Console()
+    console.print(history_table(state))
+    if state.history:
+        console.print(f"plot: {plot_fitness(state, run_dir / PLOT_FILE)}")
+    if state.best:
+        console.print("lineage of the best genome:")
+        for line in lineage(state, str(state.best["genome"])):
+            console.print(f"  {line}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the local-run commands to ``app``."""
+    app.command("run")(run)
+    app.command("status")(status)
+    app.command("report")(report)

@@ -1,0 +1,133 @@
+"""Run genomes as ``nora train`` subprocesses: one per worker slot, logs in the run folder.
+
+Children die with the driver (``PR_SET_PDEATHSIG``), so a killed ``nora run`` never leaves a trainer
+writing behind the back of its resumption. With several GPUs each worker slot gets its own
+``CUDA_VISIBLE_DEVICES``; on CPU the cores are shared out through the thread-count variables.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "nora", "train", "--genome")
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One attempt at one genome."""
+
+    genome: str
+    task_uri: str
+    log_path: Path
+    termination_log: Path
+    env: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended: its exit code, the trainer's summary line (if any) and its failure reason."""
+
+    exit_code: int
+    summary: Mapping[str, Any] | None
+    reason: str
+
+
+class RunningGenome(Protocol):
+    """A started attempt."""
+
+    def poll(self) -> Outcome | None:
+        """The outcome once the attempt has ended, else ``None``."""
+        ...
+
+    def kill(self) -> None: ...
+
+
+class Executor(Protocol):
+    """Starts attempts (the seam where tests put an in-process fake)."""
+
+    def start(self, launch: Launch) -> RunningGenome: ...
+
+
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def read_outcome(exit_code: int, log_path: Path, offset: int, termination_log: Path) -> Outcome:
+    """Parse an attempt's log (from ``offset``) for the trainer's last JSON line and failure reason."""
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        lines = [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+    summary = None
+    if lines and lines[-1].startswith("{"):
+        try:
+            summary = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            summary = None
+    reason = termination_log.read_text().strip() if termination_log.exists() else ""
+    if exit_code != 0 and not reason:
+        reason = lines[-1] if lines else f"exited with code {exit_code} and printed nothing"
+    return Outcome(exit_code=exit_code, summary=summary, reason=reason)
+
+
+@dataclass
+class _Subprocess:
+    process: subprocess.Popen[bytes]
+    launch: Launch
+    offset: int
+
+    def poll(self) -> Outcome | None:
+        code = self.process.poll()
+        if code is None:
+            return None
+        return read_outcome(code, self.launch.log_path, self.offset, self.launch.termination_log)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+
+@dataclass(frozen=True)
+class SubprocessExecutor:
+    """Runs ``command + [task URI]`` per attempt, appending its output to the genome's log."""
+
+    command: Sequence[str] = TRAIN_COMMAND
+
+    def start(self, launch: Launch) -> RunningGenome:
+        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        launch.termination_log.unlink(missing_ok=True)
+        with launch.log_path.open("ab") as log:
+            offset = log.tell()
+            process = subprocess.Popen(
+                [*self.command, launch.task_uri],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **launch.env},
+                # The driver is single-threaded (its display refreshes on the main thread), so a
+                # pre-exec hook is safe here.
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
+            )
+        return _Subprocess(process=process, launch=launch, offset=offset)
+
+
+def worker_environment(slot: int, workers: int, gpus: int, cpus: int) -> dict[str, str]:
+    """Per-slot variables: a GPU of its own when there are several, else a share of the CPU threads."""
+    if gpus > 1:
+        return {"CUDA_VISIBLE_DEVICES": str(slot % gpus)}
+    threads = str(max(1, cpus // max(1, workers)))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "NORA_TORCH_THREADS": threads}
