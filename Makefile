@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP_VERSION := 25.3
-PY_SOURCES := src tests benchmarks examples
+PY_SOURCES := src tests benchmarks
 
 .PHONY: venv tools lint test unit demo bench lock clean
 
@@ -39,9 +39,10 @@ test: venv tools lint
 unit: venv
 	$(BIN)/python -m pytest tests/unit
 
-## demo: the embedded-default demo
+## demo: evolve the quick-start Population on this machine (toy model and data built locally), then report
 demo: venv
-	$(BIN)/python examples/breed_toy_adapters.py
+	$(BIN)/nora run manifests/examples/quickstart.yaml --dir runs/quickstart
+	$(BIN)/nora report runs/quickstart
 
 ## bench: the benchmark tables
 bench: venv

@@ -9,6 +9,7 @@
 # Usage: bash tools/build-tools.sh [--list]     (--list prints the binary paths and exits)
 # Env:   NORA_CACHE (default ~/.cache/nora), GOPROXY as usual.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KUBE_MINOR="${KUBERNETES_VERSION#v1.}"; KUBE_MINOR="${KUBE_MINOR%%.*}"
@@ -56,7 +57,8 @@ check_wrapper() {  # <dir> <module> <version>: the committed wrapper must pin th
 build_etcd() {
   check_wrapper etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
   (cd "$TOOLS_DIR/etcd" && go_with_progress etcd build -v -trimpath -mod=readonly -ldflags "-s -w" \
-    -o "$1" go.etcd.io/etcd/server/v3)
+    -o "$1.tmp" go.etcd.io/etcd/server/v3)
+  mv "$1.tmp" "$1"   # a build cut short never leaves a file that looks finished
 }
 
 build_kube() {  # builds both kube binaries in one go build (they share most packages)

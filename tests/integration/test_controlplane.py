@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from tests.support.fixtures import TEST_GPUS, Kubectl
 from tests.support.kubeapi import JSON, KubeHTTP
 from tests.support.kubelet import ContainerOutput, ProcessKubelet
@@ -222,63 +223,46 @@ def test_deleting_owner_garbage_collects_its_job(
     assert out.stdout == "working\n"
 
 
+def _pod(name: str, namespace: str, code: str, env: list[JSON] | None = None, gpus: int = 0) -> JSON:
+    container: JSON = {"name": "main", "image": "python:3.11-slim", "command": ["python", "-c", code]}
+    if env:
+        container["env"] = env
+    if gpus:
+        container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+        "spec": {"restartPolicy": "Never", "containers": [container]},
+    }  # fmt: skip
+
+
 def test_pod_reads_secret_through_secret_key_ref(
     kube_api: KubeHTTP, kubelet: ProcessKubelet, namespace: str
 ) -> None:
-    code = (
-        "import os; print(os.environ['TOKEN'], os.environ['POD'], os.environ['NS'], os.environ['GREETING'])"
-    )
-    pod: JSON = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "reader", "namespace": namespace},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "python:3.11-slim",
-                    "command": ["python", "-c", code],
-                    "env": [
-                        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
-                        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                        {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                        {"name": "GREETING", "value": "hi-$(POD)"},
-                    ],
-                }
-            ],
-        },
-    }
+    env: list[JSON] = [
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
+        {"name": "GREETING", "value": "hi-$(POD)"},
+    ]
+    code = "import os; print(*(os.environ[k] for k in ('TOKEN', 'POD', 'NS', 'MODE', 'GREETING')))"
+    kube_api.post(f"/api/v1/namespaces/{namespace}/configmaps",
+                  {"metadata": {"name": "settings"}, "data": {"mode": "fast"}})  # fmt: skip
+    kube_api.post(f"/api/v1/namespaces/{namespace}/pods", _pod("reader", namespace, code, env))
     pod_path = f"/api/v1/namespaces/{namespace}/pods/reader"
-    kube_api.post(f"/api/v1/namespaces/{namespace}/pods", pod)
 
     def waiting_reason() -> str | None:  # like a kubelet: no Secret yet, so the container cannot start
         statuses = kube_api.get(pod_path).get("status", {}).get("containerStatuses") or []
         return statuses[0]["state"].get("waiting", {}).get("reason") if statuses else None
 
     wait_for(lambda: waiting_reason() == "CreateContainerConfigError", timeout=30, what="config error")
-    kube_api.post(
-        f"/api/v1/namespaces/{namespace}/secrets",
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "creds"},
-            "stringData": {"token": "s3cr3t-Value"},
-        },
-    )
+    secret = {"metadata": {"name": "creds"}, "stringData": {"token": "s3cr3t-Value"}}
+    kube_api.post(f"/api/v1/namespaces/{namespace}/secrets", secret)
 
-    wait_for(
-        lambda: kube_api.get(pod_path)["status"]["phase"] == "Succeeded",
-        timeout=60,
-        what="Pod reader Succeeded",
-        on_timeout=kubelet.describe,
-    )
-    assert kubelet.output(namespace, "reader").stdout.split() == [
-        "s3cr3t-Value",
-        "reader",
-        namespace,
-        "hi-reader",
-    ]
+    wait_for(lambda: kube_api.get(pod_path)["status"]["phase"] == "Succeeded", timeout=60,
+             what="Pod reader Succeeded", on_timeout=kubelet.describe)  # fmt: skip
+    printed = kubelet.output(namespace, "reader").stdout.split()
+    assert printed == ["s3cr3t-Value", "reader", namespace, "fast", "hi-reader"]
 
 
 def test_node_advertises_gpus_and_pods_beyond_them_stay_pending(
@@ -289,23 +273,8 @@ def test_node_advertises_gpus_and_pods_beyond_them_stay_pending(
     ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
 
-    pod: JSON = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "greedy", "namespace": namespace},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "x",
-                    "command": ["python", "-c", "pass"],
-                    "resources": {"limits": {"nvidia.com/gpu": str(TEST_GPUS + 1)}},
-                }
-            ],
-        },
-    }
-    kube_api.post(f"/api/v1/namespaces/{namespace}/pods", pod)
+    greedy = _pod("greedy", namespace, "pass", gpus=TEST_GPUS + 1)
+    kube_api.post(f"/api/v1/namespaces/{namespace}/pods", greedy)
 
     def unschedulable() -> JSON | None:
         conds = (
@@ -316,6 +285,7 @@ def test_node_advertises_gpus_and_pods_beyond_them_stay_pending(
     cond = wait_for(unschedulable, timeout=30, what="PodScheduled=False")
     assert cond["reason"] == "Unschedulable"
     assert "Insufficient nvidia.com/gpu" in cond["message"]
+    assert "nodeName" not in kube_api.get(f"/api/v1/namespaces/{namespace}/pods/greedy")["spec"]
 
 
 def test_boto3_round_trips_an_object(s3_server: S3Server) -> None:

@@ -24,76 +24,44 @@ class Credentials:
     admin_token: str
 
 
-def _openssl(*args: str) -> None:
+def _openssl(directory: Path, command: str) -> None:
+    """Run ``openssl <command>`` in ``directory`` (words split on spaces; file names are relative)."""
     exe = shutil.which("openssl")
     if exe is None:
         raise RuntimeError(
             "the openssl CLI is needed to generate test certificates (apt-get install openssl)"
         )
-    proc = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
+    proc = subprocess.run([exe, *command.split()], cwd=directory, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"openssl {' '.join(args)} failed: {proc.stderr}")
+        raise RuntimeError(f"openssl {command} failed: {proc.stderr}")
+
+
+_SERVING_EXTENSIONS = (
+    "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default.svc\n"
+    "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+)
 
 
 def generate(directory: Path) -> Credentials:
     """Create a throwaway CA, a 127.0.0.1 serving certificate it signs, an RSA service-account key
     and a static admin token (member of system:masters) in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
     d = directory
+    d.mkdir(parents=True, exist_ok=True)
     _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "3",
-        "-subj",
-        "/CN=nora-test-ca",
-        "-keyout",
-        str(d / "ca.key"),
-        "-out",
-        str(d / "ca.crt"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
+        d,
+        "req -x509 -newkey rsa:2048 -nodes -days 3 -subj /CN=nora-test-ca -keyout ca.key -out ca.crt "
+        "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign",
     )
     _openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=kube-apiserver",
-        "-keyout",
-        str(d / "apiserver.key"),
-        "-out",
-        str(d / "apiserver.csr"),
+        d, "req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver -keyout apiserver.key -out apiserver.csr"
     )
-    ext = d / "apiserver.ext"
-    ext.write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default.svc\n"
-        "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-    )
+    (d / "apiserver.ext").write_text(_SERVING_EXTENSIONS)
     _openssl(
-        "x509",
-        "-req",
-        "-in",
-        str(d / "apiserver.csr"),
-        "-CA",
-        str(d / "ca.crt"),
-        "-CAkey",
-        str(d / "ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "3",
-        "-extfile",
-        str(ext),
-        "-out",
-        str(d / "apiserver.crt"),
+        d,
+        "x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3 "
+        "-extfile apiserver.ext -out apiserver.crt",
     )
-    _openssl("genrsa", "-out", str(d / "service-account.key"), "2048")
+    _openssl(d, "genrsa -out service-account.key 2048")
     token = secrets.token_hex(24)
     token_file = d / "tokens.csv"
     token_file.write_text(f'{token},{ADMIN_USER},{ADMIN_USER}-uid,"system:masters"\n')

@@ -124,46 +124,35 @@ def start_etcd(procs: Processes, binary: Path, workdir: Path) -> str:
     return client
 
 
+def apiserver_args(workdir: Path, port: int, creds: certs.Credentials, etcd_url: str) -> list[str]:
+    """kube-apiserver flags (as controller-runtime's envtest uses them, plus token auth and quieter logs).
+
+    ServiceAccount admission stays off so Pods never race the creation of the ``default`` account."""
+    return [
+        f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+        f"--secure-port={port}", f"--cert-dir={workdir / 'apiserver-certs'}",
+        f"--tls-cert-file={creds.serving_cert}", f"--tls-private-key-file={creds.serving_key}",
+        f"--client-ca-file={creds.ca_cert}", f"--requestheader-client-ca-file={creds.ca_cert}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--token-auth-file={creds.token_file}", f"--service-account-key-file={creds.service_account_key}",
+        f"--service-account-signing-key-file={creds.service_account_key}",
+        f"--service-account-issuer=https://127.0.0.1:{port}", "--service-cluster-ip-range=10.0.0.0/24",
+        "--allow-privileged=true", "--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount",
+        "--enable-priority-and-fairness=false", "--profiling=false", "--endpoint-reconciler-type=none",
+        "--v=1",
+    ]  # fmt: skip
+
+
 def start_apiserver(
     procs: Processes, binary: Path, workdir: Path, creds: certs.Credentials, etcd_url: str
 ) -> str:
     """Start kube-apiserver against ``etcd_url`` and wait for /readyz; return its https URL."""
     port = free_port()
     server = f"https://127.0.0.1:{port}"
-    apiserver = procs.add(
-        ManagedProcess(
-            "kube-apiserver",
-            [
-                str(binary),
-                f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={port}",
-                f"--cert-dir={workdir / 'apiserver-certs'}",
-                f"--tls-cert-file={creds.serving_cert}",
-                f"--tls-private-key-file={creds.serving_key}",
-                f"--client-ca-file={creds.ca_cert}",
-            f"--requestheader-client-ca-file={creds.ca_cert}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-                f"--token-auth-file={creds.token_file}",
-                f"--service-account-key-file={creds.service_account_key}",
-                f"--service-account-signing-key-file={creds.service_account_key}",
-                f"--service-account-issuer={server}",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--allow-privileged=true",
-                "--authorization-mode=RBAC",
-                "--disable-admission-plugins=ServiceAccount",
-                "--enable-priority-and-fairness=false",
-                "--profiling=false",
-            "--endpoint-reconciler-type=none",
-                "--v=1",
-            ],
-            workdir / "logs" / "kube-apiserver.log",
-        )
-    )
+    argv = [str(binary), *apiserver_args(workdir, port, creds, etcd_url)]
+    apiserver = procs.add(ManagedProcess("kube-apiserver", argv, workdir / "logs" / "kube-apiserver.log"))
     api = KubeHTTP(server=server, token=creds.admin_token, ca_cert=creds.ca_cert, timeout=5)
 
     def ready() -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import subprocess
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.support import controlplane, s3
 from tests.support.binaries import require
 from tests.support.controlplane import ControlPlane, Processes
@@ -82,7 +84,8 @@ def kube_client(control_plane: ControlPlane) -> Any:
     """A ``kubernetes.client.ApiClient`` built from the admin kubeconfig."""
     from kubernetes import config
 
-    return config.new_client_from_config(config_file=str(control_plane.kubeconfig))  # type: ignore[no-untyped-call]
+    new_client: Any = config.new_client_from_config  # untyped in some kubernetes releases
+    return new_client(config_file=str(control_plane.kubeconfig))
 
 
 @pytest.fixture(scope="session")
@@ -133,8 +136,13 @@ class Kubectl:
 @pytest.fixture(scope="session")
 def kubectl(control_plane: ControlPlane) -> Kubectl:
     """Run the real kubectl (KUBECTL env overrides the binary) against the test control plane."""
-    cache = control_plane.workdir / "kubectl-cache"
-    return Kubectl(control_plane.kubeconfig, cache, os.environ.get("KUBECTL", "kubectl"))
+    binary = os.environ.get("KUBECTL", "kubectl")
+    if shutil.which(binary) is None:
+        pytest.fail(
+            f"kubectl not found ({binary!r}); install it (Debian: apt-get install kubectl) or set KUBECTL",
+            pytrace=False,
+        )
+    return Kubectl(control_plane.kubeconfig, control_plane.workdir / "kubectl-cache", binary)
 
 
 @pytest.fixture

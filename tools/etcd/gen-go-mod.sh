@@ -3,6 +3,7 @@
 # at $ETCD_VERSION as a tool (the server module's own go.mod has `../` replaces, so it cannot be
 # `go install`ed directly).
 set -euo pipefail
+# shellcheck source=../lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 GO="$(find_go)"
 cd "$TOOLS_DIR/etcd"

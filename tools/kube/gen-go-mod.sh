@@ -3,6 +3,7 @@
 # $KUBERNETES_VERSION and replaces every staging module listed in that release's own go.mod
 # (`k8s.io/<name> => ./staging/src/k8s.io/<name>`) with the published `k8s.io/<name> v0.<minor>.<patch>`.
 set -euo pipefail
+# shellcheck source=../lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 GO="$(find_go)"
 cd "$TOOLS_DIR/kube"
