@@ -18,6 +18,7 @@ from nora.local.driver import RunError
 from nora.local.report import ReportError
 from nora.storage import StoreError
 from nora.toy.cli import app as toy_app
+from nora.trainer import cli as trainer_cli
 
 app = typer.Typer(
     name="nora",
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 genetics_commands.register(app)
 run_commands.register(app)
+trainer_cli.register(app)
 app.add_typer(toy_app, name="toy")
 
 USER_ERRORS: tuple[type[Exception], ...] = (
