@@ -9,7 +9,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from peft.utils import merge_utils
-from tests.unit.factories import SHAPES, dense_update, random_genome
 
 from nora.genetics import (
     CROSSOVER_METHODS,
@@ -21,6 +20,7 @@ from nora.genetics import (
     save_genome,
 )
 from nora.genetics.factors import low_rank_sum
+from tests.unit.factories import SHAPES, dense_update, random_genome
 
 NAMES = sorted(SHAPES)
 Q = "model.layers.0.self_attn.q_proj"
@@ -188,3 +188,36 @@ def test_spec_validation_names_the_field() -> None:
         CrossoverSpec(method="nora", rank=4)
     with pytest.raises(ValueError, match=r"density: must be in \(0, 1\]"):
         CrossoverSpec(method="ties", density=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    method=st.sampled_from(CROSSOVER_METHODS),
+    rank=st.integers(1, 5),
+    other=st.integers(1, 5),
+    out_features=st.integers(2, 12),
+    in_features=st.integers(2, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_every_method_keeps_shapes_consistent_and_follows_its_rank_law(
+    method: str, rank: int, other: int, out_features: int, in_features: int, seed: int
+) -> None:
+    shapes = {"model.layers.0.mlp.up_proj": (out_features, in_features)}
+    equal_ranks = method in ("ties", "dare", "slerp", "blx")
+    second_rank = rank if equal_ranks else other
+    parents = [
+        random_genome(seed, rank=rank, shapes=shapes),
+        random_genome(seed + 1, rank=second_rank, shapes=shapes),
+    ]
+    child = crossover(parents, [0.1, 0.2], CrossoverSpec(method=method), make_generator(seed))  # type: ignore[arg-type]
+    module = child.modules["model.layers.0.mlp.up_proj"]
+    expected = {
+        "nora": max(rank, second_rank),
+        "linear": min(rank + second_rank, out_features, in_features),
+        "svd": min(max(rank, second_rank), rank + second_rank, out_features, in_features),
+    }.get(method, rank)
+    assert module.rank == expected
+    assert module.a.shape == (expected, in_features)
+    assert module.b.shape == (out_features, expected)
+    assert torch.isfinite(module.a).all()
+    assert torch.isfinite(module.b).all()

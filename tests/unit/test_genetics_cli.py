@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.unit.factories import random_genome
 
 from nora.cli import main
 from nora.genetics import load_genome, save_genome
+from tests.unit.factories import random_genome
 
 Q = "model.layers.0.self_attn.q_proj"
 

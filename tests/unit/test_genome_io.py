@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tests.unit.factories import SHAPES, random_genome
 
 from nora.genetics import GeneticsError, GenomeFormatError, IncompatibleParentsError, load_genome, save_genome
 from nora.genetics.crossover import CrossoverSpec, crossover
 from nora.genetics.io import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, adapter_config, manifest_status
 from nora.genetics.rng import make_generator
+from tests.unit.factories import SHAPES, random_genome
 
 MIXED_RANKS = {"model.layers.0.self_attn.q_proj": 8, "model.layers.1.mlp.down_proj": 2}
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.unit.factories import SHAPES, dense_update, random_genome
 
 from nora.genetics import MutationSpec, breed, crossover, make_generator, mutate, save_genome
 from nora.genetics.crossover import CrossoverSpec
 from nora.genetics.factors import component_energy
 from nora.genetics.mutation import grow_rank, mutate_hyperparameters, reset_component, shrink_rank
+from tests.unit.factories import SHAPES, dense_update, random_genome
 
 Q = "model.layers.0.self_attn.q_proj"
 
@@ -134,3 +134,24 @@ def test_spec_validation_names_the_field() -> None:
         MutationSpec(sigma=-1)
     with pytest.raises(ValueError, match=r"hyperparameter_bounds\.lr: low 2 exceeds high 1"):
         MutationSpec(hyperparameter_bounds={"lr": (2, 1)})
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rank=st.integers(1, 8),
+    grow=st.integers(1, 4),
+    shrink=st.integers(1, 4),
+    max_rank=st.integers(1, 10),
+    seed=st.integers(0, 2**16),
+)
+def test_rank_law_of_shrink_then_grow(rank: int, grow: int, shrink: int, max_rank: int, seed: int) -> None:
+    genome = random_genome(seed, rank=rank)
+    spec = MutationSpec(
+        grow_probability=1, shrink_probability=1, grow_by=grow, shrink_by=shrink, max_rank=max_rank
+    )
+    mutant = mutate(genome, spec, make_generator(seed))
+    shrunk = max(1, rank - shrink) if rank > 1 else 1
+    expected = max(shrunk, min(shrunk + grow, max_rank))
+    for name, module in mutant.items():
+        assert module.rank == expected, name
+        assert module.a.shape[0] == module.b.shape[1] == expected

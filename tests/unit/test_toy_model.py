@@ -6,8 +6,10 @@ Every build here uses a tiny test-size configuration (a few seconds on CPU) and 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from typer.testing import CliRunner
 from nora.api.defaults import DEFAULT_PROMPT_TEMPLATE
 from nora.toy import model as toy_model
 from nora.toy.cli import app
-from nora.toy.data import extract_answer, generate_rows
+from nora.toy.data import generate_rows
 from nora.toy.pretrain import ToyModelConfig, ToyTrainConfig
 
 TINY_MODEL = ToyModelConfig(
@@ -30,8 +32,8 @@ TINY_MODEL = ToyModelConfig(
     intermediate_size=64,
     max_position_embeddings=128,
 )
-TINY_TRAIN = ToyTrainConfig(steps=12, batch_size=8, pool_size=64, warmup_steps=2)
-TINY_EVAL = toy_model.ToyEvalConfig(rows=8)
+TINY_TRAIN = ToyTrainConfig(steps=8, batch_size=8, pool_size=64, warmup_steps=2, num_threads=1)
+TINY_EVAL = toy_model.ToyEvalConfig(rows=8, max_new_tokens=16)
 build_tiny = functools.partial(
     toy_model.build_toy_model, model=TINY_MODEL, train=TINY_TRAIN, evaluation=TINY_EVAL
 )
@@ -41,11 +43,25 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache root shared by this module's tests, holding the seed-1 tiny model once built."""
+    return tmp_path_factory.mktemp("shared-cache")
+
+
+@pytest.fixture
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty cache root for one test."""
     root = tmp_path / "cache"
     monkeypatch.setenv("NORA_CACHE_DIR", str(root))
     return root
+
+
+@pytest.fixture
+def tiny(shared_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The seed-1 tiny model, copied from the shared cache into this test's ``tmp_path``."""
+    monkeypatch.setenv("NORA_CACHE_DIR", str(shared_cache))
+    return build_tiny(tmp_path / "tiny", seed=1)
 
 
 def _cache_entries(cache_dir: Path) -> list[str]:
@@ -53,8 +69,8 @@ def _cache_entries(cache_dir: Path) -> list[str]:
     return sorted(p.name for p in toy.iterdir()) if toy.exists() else []
 
 
-def test_built_model_loads_with_auto_classes_and_generates(tmp_path: Path) -> None:
-    out = build_tiny(tmp_path / "m", seed=1)
+def test_built_model_loads_with_auto_classes_and_generates(tiny: Path) -> None:
+    out = tiny
     tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(out, local_files_only=True)
     assert model.config.model_type == "llama"
@@ -73,27 +89,32 @@ def test_built_model_loads_with_auto_classes_and_generates(tmp_path: Path) -> No
     assert 0.0 <= info.eval_accuracy <= 1.0
 
 
-def test_reloaded_accuracy_matches_the_recorded_one(tmp_path: Path) -> None:
-    out = build_tiny(tmp_path / "m", seed=2)
+def test_reloaded_accuracy_matches_the_recorded_one(tiny: Path) -> None:
+    out = tiny
     info = toy_model.read_toy_info(out)
     assert info is not None
     rows = generate_rows(TINY_EVAL.data_seed, TINY_EVAL.rows, "eval")
-    assert toy_model.evaluate_accuracy(out, rows) == info.eval_accuracy
+    assert toy_model.evaluate_accuracy(out, rows, max_new_tokens=16) == info.eval_accuracy
 
 
 def test_same_seed_gives_identical_bytes_and_other_seeds_differ(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = build_tiny(tmp_path / "a", seed=3)
-    monkeypatch.setenv("NORA_CACHE_DIR", str(tmp_path / "other-cache"))  # force a second training run
-    second = build_tiny(tmp_path / "b", seed=3)
+    first = tiny
+    cache_dir = tmp_path / "fresh-cache"
+    monkeypatch.setenv("NORA_CACHE_DIR", str(cache_dir))
+    second = build_tiny(tmp_path / "b", seed=1)  # trained again in a fresh cache root
     third = build_tiny(tmp_path / "c", seed=4)
+    assert len(_cache_entries(cache_dir)) == 2
     assert _sha256(first / "model.safetensors") == _sha256(second / "model.safetensors")
     assert _sha256(first / "tokenizer.json") == _sha256(second / "tokenizer.json")
     assert _sha256(first / "model.safetensors") != _sha256(third / "model.safetensors")
 
 
 def test_second_call_is_served_from_the_cache(tmp_path: Path, cache_dir: Path) -> None:
+    stale = cache_dir / "toy" / ".0123abcd.killed"  # scratch left by a build killed two days ago
+    stale.mkdir(parents=True)
+    os.utime(stale, (time.time() - 2 * 86400, time.time() - 2 * 86400))
     started = time.monotonic()
     first = build_tiny(tmp_path / "a", seed=5)
     first_seconds = time.monotonic() - started
@@ -108,12 +129,15 @@ def test_second_call_is_served_from_the_cache(tmp_path: Path, cache_dir: Path) -
     assert (second / "model.safetensors").stat().st_mtime_ns == stamp
 
 
-def test_changed_config_misses_the_cache(cache_dir: Path, tmp_path: Path) -> None:
-    build_tiny(tmp_path / "a", seed=6)
-    build_tiny(
-        tmp_path / "b", seed=6, train=ToyTrainConfig(steps=3, batch_size=8, pool_size=64, warmup_steps=1)
-    )
-    assert len(_cache_entries(cache_dir)) == 2
+def test_changed_config_misses_the_cache(tiny: Path, tmp_path: Path, shared_cache: Path) -> None:
+    before = _cache_entries(shared_cache)
+    other = dataclasses.replace(TINY_TRAIN, steps=3)
+    out = build_tiny(tmp_path / "b", seed=1, train=other)
+    assert len(_cache_entries(shared_cache)) == len(before) + 1
+    info, tiny_info = toy_model.read_toy_info(out), toy_model.read_toy_info(tiny)
+    assert info is not None
+    assert tiny_info is not None
+    assert info.key != tiny_info.key
 
 
 def test_interrupted_build_leaves_no_cache_entry(
@@ -131,14 +155,14 @@ def test_interrupted_build_leaves_no_cache_entry(
 
 
 def test_cli_model_prints_a_summary_and_rejects_a_file_as_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(toy_model, "build_toy_model", build_tiny)
     runner = CliRunner()
-    result = runner.invoke(app, ["model", "--out", str(tmp_path / "m"), "--seed", "8"])
+    result = runner.invoke(app, ["model", "--out", str(tmp_path / "m"), "--seed", "1"])
     assert result.exit_code == 0, result.output
     assert "greedy eval accuracy" in result.output
-    assert (tmp_path / "m" / "model.safetensors").is_file()
+    assert _sha256(tmp_path / "m" / "model.safetensors") == _sha256(tiny / "model.safetensors")
     a_file = tmp_path / "file"
     a_file.write_text("x")
     bad = runner.invoke(app, ["model", "--out", str(a_file)])
@@ -146,10 +170,10 @@ def test_cli_model_prints_a_summary_and_rejects_a_file_as_out(
     assert "--out" in bad.output
 
 
-def test_sampling_mixes_answers_helper_runs(tmp_path: Path) -> None:
-    out = build_tiny(tmp_path / "m", seed=9)
+def test_sampling_is_seeded_and_leaves_the_global_rng_alone(tiny: Path) -> None:
     rows = generate_rows(0, 4, "train")
-    fraction = toy_model.mixed_sample_fraction(out, rows, samples=2)
-    assert 0.0 <= fraction <= 1.0
-    assert extract_answer("1+2=3, 3\n#### 3") == "3"
-    assert torch.get_num_threads() >= 1
+    state = torch.random.get_rng_state()
+    first = toy_model.mixed_sample_fraction(tiny, rows, samples=2, seed=3, max_new_tokens=16)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert toy_model.mixed_sample_fraction(tiny, rows, samples=2, seed=3, max_new_tokens=16) == first
+    assert 0.0 <= first <= 1.0
