@@ -106,8 +106,20 @@ def _parents(workdir: Path) -> list[Genome]:
     return [load_genome(workdir / "p1"), load_genome(workdir / "p2")]
 
 
+def _warm_up(phase: str) -> None:
+    """Run the phase's operation once on tiny adapters so one-time library set-up is not timed."""
+    generator = make_generator(9)
+    tiny = [init_genome(QUICK.modules(), 4, 8, generator, b_std=0.01) for _ in range(2)]
+    if phase.startswith("crossover:"):
+        spec = CrossoverSpec(method=phase.removeprefix("crossover:"))  # type: ignore[arg-type]
+        crossover(tiny, [0.4, 0.6], spec, make_generator(1))
+    elif phase in ("mutation", "breed"):
+        breed(tiny, [0.4, 0.6], CrossoverSpec(method="nora"), MUTATION, make_generator(1), make_generator(2))
+
+
 def run_phase(phase: str, workdir: Path) -> dict[str, float]:
     """One measured phase, run inside its own process."""
+    _warm_up(phase)
     if phase == "load":
         return _measure(lambda: load_genome(workdir / "p1"))
     if phase == "save":
@@ -135,14 +147,23 @@ def run_phase(phase: str, workdir: Path) -> dict[str, float]:
     return _measure(lambda: crossover(parents, [0.4, 0.6], spec, make_generator(1)))
 
 
-def _in_subprocess(phase: str, workdir: Path) -> dict[str, float]:
-    command = [sys.executable, __file__, "--phase", phase, "--workdir", str(workdir)]
+def _in_subprocess(phase: str, workdir: Path, threads: int) -> dict[str, float]:
+    command = [
+        sys.executable,
+        __file__,
+        "--phase",
+        phase,
+        "--workdir",
+        str(workdir),
+        "--threads",
+        str(threads),
+    ]
     output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=1800).stdout
     result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
     return result
 
 
-def throughput_table(shape: Shape, rank: int, workdir: Path) -> None:
+def throughput_table(shape: Shape, rank: int, workdir: Path, threads: int) -> None:
     """Write two parents, then measure every phase; print a table."""
     generator = make_generator(0)
     for name in ("p1", "p2"):
@@ -155,12 +176,13 @@ def throughput_table(shape: Shape, rank: int, workdir: Path) -> None:
     phases = ["load", "save", *[f"crossover:{m}" for m in CROSSOVER_METHODS], "mutation", "breed"]
     print(
         f"\nGenetics on {shape.layers}-layer adapters (hidden {shape.hidden}, kv {shape.kv}, intermediate "
-        f"{shape.intermediate}), rank {rank}, fp32: one adapter = {size / 2**20:.1f} MiB"
+        f"{shape.intermediate}), rank {rank}, fp32, {threads} torch thread(s): "
+        f"one adapter = {size / 2**20:.1f} MiB"
     )
     print(f"| {'phase':<18} | {'wall s':>8} | {'peak MiB':>9} | {'peak / adapter':>14} |")
     print(f"|{'-' * 20}|{'-' * 10}|{'-' * 11}|{'-' * 16}|")
     for phase in phases:
-        result = _in_subprocess(phase, workdir)
+        result = _in_subprocess(phase, workdir, threads)
         label = "breed (nora+mut)" if phase == "breed" else phase
         print(
             f"| {label:<18} | {result['seconds']:>8.3f} | {result['peak_bytes'] / 2**20:>9.1f} | "
@@ -191,8 +213,8 @@ def _peft_pair(shape: Shape, rank: int) -> Any:
         base = LlamaForCausalLM(config)
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets)
-    model = get_peft_model(base, lora, adapter_name="a")
-    model.add_adapter("b", copy.deepcopy(lora))
+    model = get_peft_model(base, lora, adapter_name="first")
+    model.add_adapter("second", copy.deepcopy(lora))
     generator = make_generator(5)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -214,9 +236,9 @@ def _genome_of(model: Any, adapter: str) -> Genome:
 def peft_comparison(shape: Shape, rank: int) -> None:
     """Our factor-space svd merge against PEFT's dense SVD path, same adapters, same weights."""
     model = _peft_pair(shape, rank)
-    parents = [_genome_of(model, "a"), _genome_of(model, "b")]
+    parents = [_genome_of(model, "first"), _genome_of(model, "second")]
     start = time.perf_counter()
-    model.add_weighted_adapter(["a", "b"], [0.5, 0.5], "merged", combination_type="svd")
+    model.add_weighted_adapter(["first", "second"], [0.5, 0.5], "merged", combination_type="svd")
     peft_seconds = time.perf_counter() - start
     start = time.perf_counter()
     child = crossover(parents, None, CrossoverSpec(method="svd"), make_generator(0))
@@ -251,16 +273,20 @@ def main() -> None:
         "--peft-hidden", type=int, default=1024, help="hidden size of the PEFT comparison model"
     )
     parser.add_argument("--peft-layers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (breeding uses 1)")
+    parser.add_argument("--skip-peft", action="store_true", help="only the throughput table")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     if args.phase:
         print(json.dumps(run_phase(args.phase, args.workdir)))
         return
     shape = QUICK if args.quick else MISTRAL_7B
     with tempfile.TemporaryDirectory(prefix="nora-bench-") as workdir:
-        throughput_table(shape, args.rank, Path(workdir))
+        throughput_table(shape, args.rank, Path(workdir), args.threads)
+    if args.skip_peft:
+        return
     hidden = 128 if args.quick else args.peft_hidden
     peft_shape = Shape(
         layers=1 if args.quick else args.peft_layers,

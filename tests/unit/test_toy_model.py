@@ -10,8 +10,11 @@ import dataclasses
 import functools
 import hashlib
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import torch
@@ -19,10 +22,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from nora.api.defaults import DEFAULT_PROMPT_TEMPLATE
+from nora.toy import cache, pretrain
 from nora.toy import model as toy_model
 from nora.toy.cli import app
+from nora.toy.config import ToyEvalConfig, ToyModelConfig, ToyTrainConfig
 from nora.toy.data import generate_rows
-from nora.toy.pretrain import ToyModelConfig, ToyTrainConfig
 
 TINY_MODEL = ToyModelConfig(
     hidden_size=32,
@@ -33,7 +37,7 @@ TINY_MODEL = ToyModelConfig(
     max_position_embeddings=128,
 )
 TINY_TRAIN = ToyTrainConfig(steps=8, batch_size=8, pool_size=64, warmup_steps=2, num_threads=1)
-TINY_EVAL = toy_model.ToyEvalConfig(rows=8, max_new_tokens=16)
+TINY_EVAL = ToyEvalConfig(rows=8, max_new_tokens=16)
 build_tiny = functools.partial(
     toy_model.build_toy_model, model=TINY_MODEL, train=TINY_TRAIN, evaluation=TINY_EVAL
 )
@@ -80,9 +84,9 @@ def test_built_model_loads_with_auto_classes_and_generates(tiny: Path) -> None:
     encoded = tokenizer(prompt, return_tensors="pt")
     assert encoded["input_ids"][0, 0].item() == tokenizer.bos_token_id
     assert tokenizer.decode(encoded["input_ids"][0], skip_special_tokens=True) == prompt
-    output = model.generate(**encoded, max_new_tokens=10, do_sample=False)
+    output = cast(Any, model).generate(**encoded, max_new_tokens=10, do_sample=False)
     assert output.shape[1] > encoded["input_ids"].shape[1]
-    info = toy_model.read_toy_info(out)
+    info = cache.read_toy_info(out)
     assert info is not None
     assert info.seed == 1
     assert info.eval_rows == 8
@@ -91,7 +95,7 @@ def test_built_model_loads_with_auto_classes_and_generates(tiny: Path) -> None:
 
 def test_reloaded_accuracy_matches_the_recorded_one(tiny: Path) -> None:
     out = tiny
-    info = toy_model.read_toy_info(out)
+    info = cache.read_toy_info(out)
     assert info is not None
     rows = generate_rows(TINY_EVAL.data_seed, TINY_EVAL.rows, "eval")
     assert toy_model.evaluate_accuracy(out, rows, max_new_tokens=16) == info.eval_accuracy
@@ -134,7 +138,7 @@ def test_changed_config_misses_the_cache(tiny: Path, tmp_path: Path, shared_cach
     other = dataclasses.replace(TINY_TRAIN, steps=3)
     out = build_tiny(tmp_path / "b", seed=1, train=other)
     assert len(_cache_entries(shared_cache)) == len(before) + 1
-    info, tiny_info = toy_model.read_toy_info(out), toy_model.read_toy_info(tiny)
+    info, tiny_info = cache.read_toy_info(out), cache.read_toy_info(tiny)
     assert info is not None
     assert tiny_info is not None
     assert info.key != tiny_info.key
@@ -147,11 +151,11 @@ def test_interrupted_build_leaves_no_cache_entry(
         (out_dir / "model.safetensors").write_bytes(b"half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(toy_model, "_train_into", interrupted)
+    monkeypatch.setattr(pretrain, "train_into", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build_tiny(tmp_path / "m", seed=7)
     assert _cache_entries(cache_dir) == []
-    assert not (tmp_path / "m" / toy_model.INFO_FILE).exists()
+    assert not (tmp_path / "m" / cache.INFO_FILE).exists()
 
 
 def test_cli_model_prints_a_summary_and_rejects_a_file_as_out(
@@ -177,3 +181,27 @@ def test_sampling_is_seeded_and_leaves_the_global_rng_alone(tiny: Path) -> None:
     assert torch.equal(torch.random.get_rng_state(), state)
     assert toy_model.mixed_sample_fraction(tiny, rows, samples=2, seed=3, max_new_tokens=16) == first
     assert 0.0 <= first <= 1.0
+
+
+def test_a_cache_hit_never_imports_torch(tiny: Path, tmp_path: Path, shared_cache: Path) -> None:
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from nora.toy.config import ToyEvalConfig, ToyModelConfig, ToyTrainConfig\n"
+        "from nora.toy.model import build_toy_model\n"
+        f"build_toy_model(Path(sys.argv[1]), seed=1, model={TINY_MODEL!r}, train={TINY_TRAIN!r},"
+        f" evaluation={TINY_EVAL!r})\n"
+        "assert 'torch' not in sys.modules, 'a cache hit imported torch'\n"
+    )
+    env = {**os.environ, "NORA_CACHE_DIR": str(shared_cache)}
+    out = tmp_path / "copy"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert _sha256(out / "model.safetensors") == _sha256(tiny / "model.safetensors")

@@ -22,9 +22,12 @@ RunDirOption = Annotated[
 ]
 
 
-def _gpu_count() -> int:
+def _prepare_torch() -> int:
+    """Breeding in the driver uses one thread (its tensors are small per module, and more threads only
+    contend with the trainer subprocesses); returns the number of GPUs."""
     import torch
 
+    torch.set_num_threads(1)
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
@@ -41,7 +44,7 @@ def run(
         manifest=population,
         run_dir=run_dir,
         workers=workers or population.spec.parallelism,
-        gpus=_gpu_count(),
+        gpus=_prepare_torch(),
         cpus=os.cpu_count() or 1,
         resolve=ToyResolver(run_dir / "toy"),
     )

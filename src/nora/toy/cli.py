@@ -7,7 +7,9 @@ summary to stdout.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, NoReturn
 
 import typer
@@ -54,6 +56,10 @@ def data(
     typer.echo(f"wrote {train} rows to {train_path} and {eval_rows} rows to {eval_path} (seed {seed})")
 
 
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _progress(step: int, steps: int, loss: float) -> None:
     typer.echo(f"pre-training step {step}/{steps} loss {loss:.4f}", err=True)
 
@@ -63,11 +69,16 @@ def model(out: OutOption, seed: SeedOption = 0) -> None:
     """Pre-train the tiny Llama model on the toy task (cached) and save it in Hugging Face format to --out."""
     import time
 
-    from nora.toy.model import build_toy_model, read_toy_info
+    from nora.toy.cache import read_toy_info
+    from nora.toy.model import build_toy_model
 
     _check_out(out)
     started = time.monotonic()
-    model_dir = build_toy_model(out, seed=seed, progress=_progress)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so the build's scratch dir is removed
+    try:
+        model_dir = build_toy_model(out, seed=seed, progress=_progress)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     info = read_toy_info(model_dir)
     if info is None:  # pragma: no cover - build_toy_model always writes it
         _fail(f"--out {out} holds no toy model record after the build")

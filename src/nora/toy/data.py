@@ -120,7 +120,7 @@ def iter_rows(
     rng = random.Random(f"nora-toy/{GENERATOR_VERSION}/{stream}/{split}/{seed}")
     seen: set[str] = set()
     misses = 0
-    while misses < 100_000:
+    while misses < 10_000:
         a, b = _draw_operands(rng, task)
         question = format_question(a, b)
         if question in seen:

@@ -8,50 +8,26 @@ so the same seed and configs give byte-identical weights on a given machine.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 
 from nora.api.defaults import DEFAULT_PROMPT_TEMPLATE
-from nora.toy.data import Row
+from nora.toy.cache import ToyBuild, ToyModelInfo, write_toy_info
+from nora.toy.config import Progress, ToyModelConfig, ToyTrainConfig
+from nora.toy.data import Row, generate_rows, iter_rows
+from nora.toy.evaluate import accuracy
+from nora.toy.tokenizer import build_tokenizer, toy_alphabet
 
 IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class ToyModelConfig:
-    """Shape of the tiny Llama model."""
-
-    hidden_size: int = 128
-    num_layers: int = 3
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 384
-    max_position_embeddings: int = 256
-    rope_theta: float = 10000.0
-
-
-@dataclass(frozen=True)
-class ToyTrainConfig:
-    """Pre-training budget and optimiser settings."""
-
-    steps: int = 1500
-    batch_size: int = 64
-    learning_rate: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    pool_size: int = 20_000
-    num_threads: int = 2
-
-
-DEFAULT_MODEL = ToyModelConfig()
-DEFAULT_TRAIN = ToyTrainConfig()
 
 
 @dataclass(frozen=True)
@@ -153,7 +129,7 @@ def pretrain(
     train: ToyTrainConfig,
     seed: int,
     pad_id: int,
-    progress: Callable[[int, int, float], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[float]:
     """Train ``model`` in place for ``train.steps`` steps and return the per-step losses.
 
@@ -182,5 +158,43 @@ def pretrain(
             losses.append(float(loss.detach()))
             if progress is not None and (len(losses) % 50 == 0 or len(losses) == train.steps):
                 progress(len(losses), train.steps, losses[-1])
-    model.eval()
+    model.train(False)
     return losses
+
+
+def _save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out_dir: Path) -> None:
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    bars = hf_logging.is_progress_bar_enabled()  # no "Writing model shards" bar amid a CLI's output
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def train_into(out_dir: Path, build: ToyBuild, key: str, progress: Progress | None = None) -> ToyModelInfo:
+    """Pre-train, evaluate and save one toy model into ``out_dir``, ``nora-toy.json`` last."""
+    started = time.monotonic()
+    tokenizer = build_tokenizer(toy_alphabet([DEFAULT_PROMPT_TEMPLATE]), build.model.max_position_embeddings)
+    rows = iter_rows(build.seed, "train", build.task, stream="pretrain")
+    examples = encode_rows(list(itertools.islice(rows, build.train.pool_size)), tokenizer)
+    model = init_model(llama_config(build.model, tokenizer), build.seed)
+    losses = pretrain(model, examples, build.train, build.seed, tokenizer.pad_token_id, progress)
+    eval_rows = generate_rows(build.evaluation.data_seed, build.evaluation.rows, "eval", build.task)
+    with deterministic_cpu(build.train.num_threads):
+        eval_accuracy = accuracy(model, tokenizer, eval_rows, build.evaluation.max_new_tokens)
+    _save(model, tokenizer, out_dir)
+    info = ToyModelInfo(
+        key=key,
+        seed=build.seed,
+        eval_accuracy=eval_accuracy,
+        eval_rows=len(eval_rows),
+        final_loss=sum(losses[-20:]) / max(1, len(losses[-20:])),
+        build_seconds=round(time.monotonic() - started, 1),
+    )
+    write_toy_info(out_dir, info)
+    return info

@@ -9,6 +9,7 @@ prepends ``<s>`` like Llama's does (so ``tokenizer(prompt)`` is what the model w
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, cast
 
 from tokenizers import Tokenizer, decoders, models, processors
 from transformers import PreTrainedTokenizerFast
@@ -36,7 +37,7 @@ def build_tokenizer(alphabet: Iterable[str], model_max_length: int) -> PreTraine
     backend.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, vocab[BOS])]
     )
-    return PreTrainedTokenizerFast(
+    tokenizer: PreTrainedTokenizerFast = cast(Any, PreTrainedTokenizerFast)(
         tokenizer_object=backend,
         bos_token=BOS,
         eos_token=EOS,
@@ -46,3 +47,4 @@ def build_tokenizer(alphabet: Iterable[str], model_max_length: int) -> PreTraine
         padding_side="left",
         clean_up_tokenization_spaces=False,
     )
+    return tokenizer
