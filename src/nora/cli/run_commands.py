@@ -16,6 +16,7 @@ from nora.local.driver import LocalDriver, RunConfig
 from nora.local.executor import SubprocessExecutor
 from nora.local.progress import display_for
 from nora.local.report import PLOT_FILE, history_table, lineage, plot_fitness, read_run, status_lines
+from nora.toy.cache import cache_root as toy_cache_root
 
 RunDirOption = Annotated[
     Path, typer.Option("--dir", help="The run folder (state, store, logs, best adapter).")
@@ -46,7 +47,7 @@ def run(
         workers=workers or population.spec.parallelism,
         gpus=_prepare_torch(),
         cpus=os.cpu_count() or 1,
-        resolve=ToyResolver(run_dir / "toy"),
+        resolve=ToyResolver(toy_cache_root() / "resolved"),
     )
     display = display_for(sys.stderr)
     try:

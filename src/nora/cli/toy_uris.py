@@ -3,7 +3,8 @@
 * ``toy://arithmetic[?seed=N]``: the toy base model (Hugging Face format);
 * ``toy://arithmetic/train[?seed=N]`` and ``toy://arithmetic/eval[?seed=N]``: the toy task's JSONL splits.
 
-They resolve to ``file://`` URIs under a folder of the run, so trainers see ordinary local files.
+They resolve to ``file://`` URIs in one shared folder (under the toy cache), so trainers see ordinary
+local files and two runs of one manifest record the same base-model path in their adapters.
 Cluster runs use ``hf://``, ``s3://`` or ``file://`` instead.
 """
 
