@@ -23,15 +23,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 from trl.trainer.dpo_trainer import DPOTrainer
 
 from nora.genetics import Genome, init_genome, make_generator, save_genome
-from nora.toy.tokenizer import build_tokenizer, toy_alphabet
 from nora.trainer import models
 from nora.trainer.evaluate import PairLogps, encode_pair, irpo_loss, pair_logps
 from nora.trainer.irpo_config import BaseModelRef, IrpoConfig
 from nora.trainer.irpo_trainer import Pair, dpo_config, pairs_dataset
+from tests.unit.test_trainer_models import build_tiny_llama
 
 PAIRS = [
     Pair(0, "Question: What is 12 + 30?\nAnswer: ", "2+0=2, 2\n1+3=4, 42\n#### 42", "#### 41", True),
@@ -43,28 +43,7 @@ BETA, NLL_WEIGHT = 0.3, 0.7
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised one-layer Llama with the toy character tokenizer, saved in HF format."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = build_tokenizer(toy_alphabet([]), 128)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=128,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def _peft(model_dir: Path, genome: Genome, folder: Path) -> PeftModel:

@@ -31,8 +31,11 @@ def test_prompt_without_a_loser_is_dropped_and_gold_joins_the_winners() -> None:
     assert {p.prompt_index for p in pairs} == {1}
     assert all(p.chosen == ROW.solution and p.chosen_is_gold for p in pairs)  # gold is the only winner
     assert len({p.rejected for p in pairs}) == 2
-    assert stats.prompts_without_loser == 1 and stats.gold_only_prompts == 1
-    assert stats.pairs == 2 and stats.gold_pairs == 2 and stats.prompts_with_pairs == 1
+    assert stats.prompts_without_loser == 1
+    assert stats.gold_only_prompts == 1
+    assert stats.pairs == 2
+    assert stats.gold_pairs == 2
+    assert stats.prompts_with_pairs == 1
     assert stats.sample_accuracy == 2 / 5
 
 

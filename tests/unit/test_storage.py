@@ -65,3 +65,10 @@ def test_genomes_round_trip_through_a_store_and_corruption_is_caught(tmp_path: P
         download_genome(store, "pop/g0/pop-g0-0/adapter")
     with pytest.raises(StoreError, match="no complete adapter here"):
         download_genome(store, "pop/g0/other/adapter")
+
+
+def test_file_uris_with_escaped_characters_are_decoded(tmp_path: Path) -> None:
+    path = tmp_path / "with space" / "x.json"
+    store, key = open_uri(path.as_uri())
+    store.write_bytes(key, b"1")
+    assert path.read_bytes() == b"1"

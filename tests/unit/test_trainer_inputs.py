@@ -102,7 +102,7 @@ def test_config_validation_names_the_field(change: dict[str, Any], field: str) -
 
 
 def test_adapter_validation_refuses_lm_head() -> None:
-    with pytest.raises(TrainerInputError, match="adapter.targetModules"):
+    with pytest.raises(TrainerInputError, match=r"adapter\.targetModules"):
         AdapterRef(target_modules=("q_proj", "lm_head"))
 
 
@@ -134,7 +134,8 @@ def test_bad_genome_json_is_one_line_naming_the_problem(
     path = write_task(tmp_path, content)
     with pytest.raises(TrainerInputError, match=message) as error:
         read_task(str(path))
-    assert str(path) in str(error.value) and "\n" not in one_line(error.value)
+    assert str(path) in str(error.value)
+    assert "\n" not in one_line(error.value)
 
 
 def test_main_reports_one_line_and_the_termination_log(
@@ -150,7 +151,8 @@ def test_main_reports_one_line_and_the_termination_log(
     assert code == 2
     assert captured.out == ""
     last = captured.err.strip().splitlines()[-1]
-    assert last.startswith("nora train: error: ") and "no eval rows" in last
+    assert last.startswith("nora train: error: ")
+    assert "no eval rows" in last
     assert log.read_text(encoding="utf-8") == last + "\n"
     assert not (tmp_path / "out").exists()
 

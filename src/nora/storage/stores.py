@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 
 class StoreError(OSError):
@@ -155,5 +156,5 @@ def open_uri(uri: str) -> tuple[Store, str]:
         return S3Store(bucket=bucket, client=s3_client()), key.strip("/")
     if "://" in uri and not uri.startswith("file://"):
         raise StoreError(f"{uri}: unsupported URI scheme; use file:// or s3://")
-    path = Path(uri.removeprefix("file://")).expanduser().resolve()
+    path = Path(unquote(uri.removeprefix("file://"))).expanduser().resolve()
     return LocalStore(root=Path(path.anchor)), path.relative_to(path.anchor).as_posix()

@@ -1,0 +1,43 @@
+"""``nora train --genome URI``: the typer command the ``nora`` CLI mounts, also runnable on its own.
+
+``register(app)`` adds ``train`` to an existing typer app; ``app`` is a one-command app for
+``python -m nora.trainer --genome URI``. The exit code and output follow :mod:`nora.trainer.entrypoint`,
+which is imported only when the command runs, so mounting ``train`` does not import torch or TRL.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+GenomeOption = Annotated[
+    str,
+    typer.Option(
+        "--genome",
+        help="genome.json to train and score: a path, file:///abs/path or s3://bucket/key.",
+    ),
+]
+
+
+def train(genome: GenomeOption) -> None:
+    """Train one genome with IRPO, evaluate it, and write its adapter, metrics.json and samples.jsonl."""
+    from nora.trainer.entrypoint import main
+
+    code = main(genome)
+    if code:
+        raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    """Mount ``train`` on ``app`` (the ``nora`` CLI)."""
+    app.command("train")(train)
+
+
+app = typer.Typer(
+    name="nora-train",
+    help="Train and score one genome (the genome Job's entrypoint).",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("train")(train)
