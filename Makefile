@@ -24,12 +24,13 @@ venv: $(STAMP)
 tools:
 	bash tools/build-tools.sh
 
-## lint: ruff, formatting, mypy --strict, import layering
+## lint: ruff, formatting, mypy --strict, import layering, generated CRDs up to date
 lint: venv
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python -m nora.api.crd --check
 
 ## test: everything CI runs: set-up, lint, unit + integration + e2e tests
 test: venv tools lint

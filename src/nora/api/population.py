@@ -158,13 +158,18 @@ class SecretRef(ApiModel):
 
 
 class StorageSpec(ApiModel):
-    """Where adapters live on a cluster: ``s3://<bucket>/<prefix>/<population>/...``."""
+    """Where adapters live on a cluster: ``s3://<bucket>/<prefix>/<population>/...``.
+
+    ``cleanup: true`` deletes everything under ``<prefix>/<population>/`` (the best adapter included) when
+    the Population is deleted; by default the data is kept.
+    """
 
     bucket: str | None = None
     prefix: str = "nora"
     endpoint: str | None = None
     region: str | None = None
     secret_ref: SecretRef | None = None
+    cleanup: bool = False
 
 
 class TemplateSpec(ApiModel):
@@ -209,6 +214,8 @@ class PopulationSpec(ApiModel):
     retries: RetriesSpec = Field(default_factory=RetriesSpec)
     active_deadline_seconds: Annotated[int, Field(ge=60)] = 21600
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    suspend: bool = False
+    """On a cluster: start no new Jobs and no new generation (phase Stopped) until unset."""
 
     @property
     def survivors(self) -> int:

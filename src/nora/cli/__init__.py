@@ -16,6 +16,7 @@ from nora.cli.toy_uris import ToyUriError
 from nora.genetics import GeneticsError
 from nora.local.driver import RunError
 from nora.local.report import ReportError
+from nora.operator import cli as operator_cli
 from nora.storage import StoreError
 from nora.toy.cli import app as toy_app
 from nora.trainer import cli as trainer_cli
@@ -30,6 +31,7 @@ app = typer.Typer(
 genetics_commands.register(app)
 run_commands.register(app)
 trainer_cli.register(app)
+app.command("operator")(operator_cli.operator)
 app.add_typer(toy_app, name="toy")
 
 USER_ERRORS: tuple[type[Exception], ...] = (

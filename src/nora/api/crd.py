@@ -1,0 +1,388 @@
+"""Generate the CustomResourceDefinitions in ``crds/`` from the API models (the single source of truth).
+
+``python -m nora.api.crd`` writes ``crds/nora.dev_populations.yaml`` and ``crds/nora.dev_generations.yaml``;
+``python -m nora.api.crd --check`` exits 1 when they differ from what the models generate (CI runs it).
+
+The pydantic JSON Schema of each model is turned into a structural OpenAPI v3 schema: ``$ref`` inlined,
+``Optional`` unwrapped, tuples as fixed-length arrays, free-form objects marked
+``x-kubernetes-preserve-unknown-fields``, defaults (including those of ``default_factory``) kept for the
+Population spec so the apiserver fills them in. What JSON Schema cannot carry comes from the tables
+below: URI patterns, list-map keys, and the CEL rules (``x-kubernetes-validations``) that mirror the
+cross-field rules of :func:`nora.api.population.semantic_problems`, with the same messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, NoDefault
+from pydantic_core import core_schema
+
+from nora.api.base import API_GROUP, API_VERSION
+from nora.api.generation import GenerationSpec, GenerationStatus
+from nora.api.manifest import MAX_NAME_LENGTH
+from nora.api.population import (
+    DATA_URI_SCHEMES,
+    EQUAL_RANK_CROSSOVERS,
+    MODEL_URI_SCHEMES,
+    PopulationSpec,
+)
+from nora.api.status import PopulationStatus
+
+Schema = dict[str, Any]
+HEADER = "# Generated from the nora.api models by `python -m nora.api.crd`; do not edit by hand.\n"
+DEFAULT_DIR = Path(__file__).resolve().parents[3] / "crds"
+KEPT_KEYS = (
+    "type", "description", "default", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "minLength", "maxLength", "pattern", "minItems", "maxItems", "maxProperties", "format",
+)  # fmt: skip
+
+
+def _scheme_pattern(schemes: tuple[str, ...]) -> str:
+    return "^(" + "|".join(scheme.removesuffix("://") for scheme in schemes) + ")://"
+
+
+def _rule(rule: str, message: str, field_path: str | None = None) -> Schema:
+    entry: Schema = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+SIZE_RULES = (
+    ("!has(self.selection.survivors) || self.selection.survivors <= self.populationSize",
+     "must not exceed spec.populationSize", ".selection.survivors"),
+    ("self.selection.elites < self.populationSize",
+     "leaves no room for offspring; use fewer than spec.populationSize", ".selection.elites"),
+    ("self.selection.tournamentSize <= self.populationSize",
+     "must not exceed spec.populationSize", ".selection.tournamentSize"),
+    ("!has(self.seedAdapters) || size(self.seedAdapters) <= self.populationSize",
+     "more adapters than spec.populationSize", ".seedAdapters"),
+    ("!has(self.retries.maxFailedGenomes) || self.retries.maxFailedGenomes <= self.populationSize",
+     "must not exceed spec.populationSize", ".retries.maxFailedGenomes"),
+)  # fmt: skip
+"""(rule, message, field) on ``spec``: the size rules of :func:`nora.api.population.semantic_problems`.
+
+Messages are static: the apiserver's cost estimate refuses ``messageExpression`` with ``string(int)``."""
+
+_EQUAL_RANK = "[" + ", ".join(f"'{m}'" for m in EQUAL_RANK_CROSSOVERS) + "]"
+BREEDING_RULES = (
+    ("self.adapter.initialRank <= self.mutation.maxRank",
+     "must not exceed spec.mutation.maxRank", ".adapter.initialRank"),
+    ("self.training.pairsPerPrompt <= self.training.samplesPerPrompt",
+     "must not exceed spec.training.samplesPerPrompt", ".training.pairsPerPrompt"),
+    ("!has(self.crossover.rank) || self.crossover.method == 'svd'",
+     "only the svd crossover method truncates to a rank", ".crossover.rank"),
+    (f"!(self.crossover.method in {_EQUAL_RANK}) || "
+     "(self.mutation.rankGrowProbability == 0.0 && self.mutation.rankShrinkProbability == 0.0)",
+     "this method needs equal ranks, but spec.mutation changes ranks; set rankGrowProbability and "
+     "rankShrinkProbability to 0, or use nora, linear or svd", ".crossover.method"),
+)  # fmt: skip
+FITNESS_AND_STORAGE_RULES = (
+    ("self.fitness.metric != 'irpo_loss' || self.fitness.goal == 'minimize'",
+     "irpo_loss is a loss; set goal: minimize", ".fitness.goal"),
+    ("self.fitness.metric != 'accuracy' || self.fitness.goal == 'maximize'",
+     "accuracy is maximized; set goal: maximize", ".fitness.goal"),
+    ("!has(self.storage.secretRef) || has(self.storage.bucket)",
+     "credentials are given but spec.storage.bucket is not set", ".storage.secretRef"),
+)  # fmt: skip
+
+
+def population_spec_rules() -> list[Schema]:
+    """CEL rules on ``spec`` mirroring :func:`nora.api.population.semantic_problems`."""
+    return [_rule(*rule) for rule in (*SIZE_RULES, *BREEDING_RULES, *FITNESS_AND_STORAGE_RULES)]
+
+
+HYPERPARAMETER_RULE = _rule(
+    "!has(self.hyperparameters) || self.hyperparameters.all(k, "
+    "self.hyperparameters[k][0] <= self.hyperparameters[k][1])",
+    "every [low, high] range needs low <= high",
+    ".hyperparameters",
+)
+
+POPULATION_EXTRAS: Mapping[str, Schema] = {
+    "spec": {"x-kubernetes-validations": population_spec_rules()},
+    "spec.baseModel.uri": {"pattern": _scheme_pattern(MODEL_URI_SCHEMES)},
+    "spec.dataset.train": {"pattern": _scheme_pattern(DATA_URI_SCHEMES)},
+    "spec.dataset.eval": {"pattern": _scheme_pattern(DATA_URI_SCHEMES)},
+    "spec.dataset.promptTemplate": {
+        "x-kubernetes-validations": [
+            _rule("self.contains('{question}')", "must contain the placeholder {question}")
+        ]
+    },
+    "spec.seedAdapters[]": {"required": ["uri"]},
+    "spec.seedAdapters[].uri": {"pattern": _scheme_pattern(DATA_URI_SCHEMES)},
+    "spec.mutation": {"x-kubernetes-validations": [HYPERPARAMETER_RULE]},
+    "spec.mutation.hyperparameters": {"maxProperties": 32},
+    "spec.adapter.targetModules": {"maxItems": 256},
+    "spec.adapter.targetModules[]": {"maxLength": 253},
+    "spec.seedAdapters": {"maxItems": 10000},
+    "status.conditions": {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+}
+GENERATION_EXTRAS: Mapping[str, Schema] = {}
+
+KOPF_STATUS: Schema = {
+    "type": "object",
+    "description": "Written by the kopf framework (handler progress); kept as is.",
+    "x-kubernetes-preserve-unknown-fields": True,
+}
+
+
+class _FactoryDefaults(GenerateJsonSchema):
+    """Pydantic's generator, also emitting the values of ``default_factory`` as defaults."""
+
+    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
+        factory = schema.get("default_factory")
+        if factory is not None and not schema.get("default_factory_takes_data"):
+            return factory()  # type: ignore[call-arg]
+        return schema.get("default", NoDefault)
+
+
+def _resolve(node: Any, defs: Mapping[str, Schema]) -> Any:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            target = defs[node["$ref"].rsplit("/", 1)[-1]]
+            merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+            return _resolve(merged, defs)
+        return {key: _resolve(value, defs) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    return node
+
+
+def _unwrap_optional(node: Schema) -> Schema:
+    variants = [v for v in node.get("anyOf", []) if v.get("type") != "null"]
+    if "anyOf" not in node or len(variants) != 1:
+        return node
+    merged = {**variants[0], **{k: v for k, v in node.items() if k != "anyOf"}}
+    if merged.get("default", 0) is None:
+        del merged["default"]
+    return merged
+
+
+def _exclusive_bounds(node: Schema, out: Schema) -> None:
+    """JSON Schema 2020-12 numeric exclusive bounds to OpenAPI v3.0 boolean ones."""
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
+            out[plain] = node[bound]
+            out[bound] = True
+
+
+def _array(node: Schema, with_defaults: bool) -> Schema:
+    out: Schema = {"type": "array"}
+    if "prefixItems" in node:  # a fixed-length tuple of one item type
+        out["items"] = _convert(node["prefixItems"][0], with_defaults)
+        out["minItems"] = out["maxItems"] = len(node["prefixItems"])
+    else:
+        out["items"] = _convert(node.get("items", {}), with_defaults)
+    return out
+
+
+def _object(node: Schema, with_defaults: bool) -> Schema:
+    out: Schema = {"type": "object"}
+    properties = node.get("properties")
+    extra = node.get("additionalProperties")
+    if properties is not None:
+        out["properties"] = {k: _convert(v, with_defaults) for k, v in properties.items()}
+        if node.get("required"):
+            out["required"] = list(node["required"])
+    elif isinstance(extra, dict) and extra:
+        out["additionalProperties"] = _convert(extra, with_defaults)
+    else:
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    return out
+
+
+def _convert(node: Schema, with_defaults: bool) -> Schema:
+    node = _unwrap_optional(node)
+    if node.get("type") == "object" or "properties" in node:
+        out = _object(node, with_defaults)
+    elif node.get("type") == "array":
+        out = _array(node, with_defaults)
+    else:
+        out = {}
+    for key in KEPT_KEYS:
+        if key in node and key not in out:
+            out[key] = node[key]
+    if "const" in node:
+        out["enum"] = [node["const"]]
+    _exclusive_bounds(node, out)
+    if "description" in out:
+        text = " ".join(str(out["description"]).split("\n\n")[0].split())
+        out["description"] = text.replace("``", "`")
+    default = out.get("default")
+    if not with_defaults or default in ([], {}) or default is None:
+        out.pop("default", None)
+    elif isinstance(default, dict) and "properties" in out:
+        out["default"] = {}  # the nested defaults fill it in
+    return out
+
+
+def model_schema(model: type[BaseModel], with_defaults: bool) -> Schema:
+    """The structural OpenAPI v3 schema of ``model``."""
+    raw = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_FactoryDefaults)
+    resolved = _resolve({k: v for k, v in raw.items() if k != "$defs"}, raw.get("$defs", {}))
+    return _convert(resolved, with_defaults)
+
+
+def _apply_extras(schema: Schema, extras: Mapping[str, Schema]) -> Schema:
+    for path, extra in extras.items():
+        node = schema
+        for part in path.split("."):
+            name, is_item = part.removesuffix("[]"), part.endswith("[]")
+            node = node["properties"][name]
+            if is_item:
+                node = node["items"]
+        for key, value in extra.items():
+            node[key] = sorted({*node.get(key, []), *value}) if key == "required" else value
+    return schema
+
+
+def _printer_columns(*columns: tuple[str, str, str, int]) -> list[Schema]:
+    result = [
+        {"name": name, "type": kind, "jsonPath": path, **({"priority": priority} if priority else {})}
+        for name, kind, path, priority in columns
+    ]
+    return [*result, {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]
+
+
+def _root_schema(spec: Schema, status: Schema, description: str) -> Schema:
+    status["properties"]["kopf"] = KOPF_STATUS
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+
+
+def _crd(kind: str, plural: str, short: str, schema: Schema, columns: list[Schema]) -> Schema:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{API_GROUP}"},
+        "spec": {
+            "group": API_GROUP,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": [short],
+                "categories": ["nora"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }
+
+
+def population_crd() -> Schema:
+    """The ``populations.nora.dev`` CRD."""
+    schema = _root_schema(
+        model_schema(PopulationSpec, with_defaults=True),
+        model_schema(PopulationStatus, with_defaults=False),
+        "A population of LoRA adapters evolved by the NoRA operator, one Generation per round.",
+    )
+    schema = _apply_extras(schema, POPULATION_EXTRAS)
+    schema["x-kubernetes-validations"] = [
+        _rule(
+            f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+            f"metadata.name: at most {MAX_NAME_LENGTH} characters (Job names are <population>-g<N>-<i>)",
+        ),
+        _rule(
+            "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+            "metadata.name: only lowercase letters, digits and '-' (it names Jobs and labels)",
+        ),
+    ]
+    columns = _printer_columns(
+        ("Phase", "string", ".status.phase", 0),
+        ("Generation", "integer", ".status.generation", 0),
+        ("Best", "number", ".status.best.fitness", 0),
+        ("Reason", "string", ".status.reason", 1),
+    )
+    return _crd("Population", "populations", "pop", schema, columns)
+
+
+def generation_crd() -> Schema:
+    """The ``generations.nora.dev`` CRD."""
+    schema = _root_schema(
+        model_schema(GenerationSpec, with_defaults=False),
+        model_schema(GenerationStatus, with_defaults=False),
+        "One round of a Population's evolution: its genomes' lineage (spec) and results (status).",
+    )
+    schema = _apply_extras(schema, GENERATION_EXTRAS)
+    columns = _printer_columns(
+        ("Population", "string", ".spec.population", 0),
+        ("Generation", "integer", ".spec.generation", 0),
+        ("Phase", "string", ".status.phase", 0),
+        ("Best", "number", ".status.best", 0),
+        ("Mean", "number", ".status.mean", 1),
+    )
+    return _crd("Generation", "generations", "gen", schema, columns)
+
+
+def rendered() -> dict[str, str]:
+    """File name to YAML text of every generated CRD."""
+    documents = {
+        f"{API_GROUP}_populations.yaml": population_crd(),
+        f"{API_GROUP}_generations.yaml": generation_crd(),
+    }
+    return {
+        name: HEADER + yaml.safe_dump(document, sort_keys=False, width=100)
+        for name, document in documents.items()
+    }
+
+
+def drifted(directory: Path) -> list[str]:
+    """Names of the generated files that are missing from ``directory`` or differ from the models."""
+    return [
+        name
+        for name, text in rendered().items()
+        if not (directory / name).exists() or (directory / name).read_text() != text
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the CRDs (default) or, with ``--check``, report whether they are current."""
+    parser = argparse.ArgumentParser(prog="python -m nora.api.crd", description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the files are not current")
+    parser.add_argument(
+        "--dir", type=Path, default=DEFAULT_DIR, help=f"output folder (default {DEFAULT_DIR})"
+    )
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = drifted(args.dir)
+        for name in stale:
+            print(f"{args.dir / name}: out of date; run `python -m nora.api.crd`", file=sys.stderr)
+        return 1 if stale else 0
+    args.dir.mkdir(parents=True, exist_ok=True)
+    for name, text in rendered().items():
+        (args.dir / name).write_text(text)
+        print(args.dir / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

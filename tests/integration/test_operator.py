@@ -1,0 +1,428 @@
+"""The operator on the real control plane and S3 server, with a stand-in trainer in the genome Jobs.
+
+The stand-in (``test_operator_support.STANDIN_TRAINER``) reads genome.json from S3 like ``nora train``
+and writes a real adapter and a fitness derived from the adapter's bytes, so breeding, lineage, retries
+and restarts are exercised end to end in seconds per Job. The real trainer runs in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nora.api.manifest import parse_population
+from tests.integration.test_operator_support import (
+    GROUP_PATH,
+    OperatorProcess,
+    events_of,
+    get_generation,
+    get_population,
+    install_crds,
+    jobs_of,
+    population,
+    s3_objects,
+    s3_secret,
+    standin_command,
+    wait_phase,
+)
+from tests.support.controlplane import ControlPlane
+from tests.support.fixtures import Kubectl
+from tests.support.kubeapi import JSON, KubeHTTP
+from tests.support.kubelet import ProcessKubelet
+from tests.support.s3 import S3Server
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def crds(kubectl: Kubectl) -> None:
+    install_crds(kubectl)
+
+
+@pytest.fixture
+def start_operator(
+    control_plane: ControlPlane, tmp_path: Path, crds: None
+) -> Iterator[list[OperatorProcess]]:
+    """Operators started by the test (stopped afterwards); use ``launch`` to make one."""
+    started: list[OperatorProcess] = []
+    yield started
+    for operator in started:
+        operator.stop()
+
+
+def launch(
+    started: list[OperatorProcess], plane: ControlPlane, namespace: str, folder: Path
+) -> OperatorProcess:
+    env = {"NORA_TRAIN_COMMAND": json.dumps(standin_command(folder))}
+    operator = OperatorProcess(plane.kubeconfig, namespace, folder, env=env)
+    started.append(operator)
+    return operator.start()
+
+
+def _spec(name: str, namespace: str, s3: S3Server, **spec: object) -> JSON:
+    return dict(yaml.safe_load(population(name, namespace, s3, **spec)))
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"selection": {"survivors": 9}}, "spec.selection.survivors", "must not exceed spec.populationSize"),
+        ({"selection": {"elites": 4}}, "spec.selection.elites", "leaves no room for offspring"),
+        ({"selection": {"tournamentSize": 5}}, "spec.selection.tournamentSize", "must not exceed"),
+        (
+            {"adapter": {"initialRank": 16}},
+            "spec.adapter.initialRank",
+            "must not exceed spec.mutation.maxRank",
+        ),
+        (
+            {"training": {"samplesPerPrompt": 2, "pairsPerPrompt": 3}},
+            "spec.training.pairsPerPrompt",
+            "must not exceed spec.training.samplesPerPrompt",
+        ),
+        ({"crossover": {"method": "ties"}}, "spec.crossover.method", "needs equal ranks"),
+        ({"fitness": {"metric": "irpo_loss"}}, "spec.fitness.goal", "irpo_loss is a loss"),
+        (
+            {"mutation": {"hyperparameters": {"beta": [0.5, 0.1]}}},
+            "spec.mutation.hyperparameters",
+            "low <= high",
+        ),
+        ({"selection": {"method": "best"}}, "spec.selection.method", 'Unsupported value: "best"'),
+        ({"populationSize": 1}, "spec.populationSize", "should be greater than or equal to 2"),
+        ({"trainig": {}}, "spec.trainig", "unknown field"),
+    ],
+)
+def test_the_apiserver_refuses_a_broken_manifest_naming_the_field(
+    kubectl: Kubectl, crds: None, namespace: str, s3_server: S3Server, change: JSON, field: str, message: str
+) -> None:
+    document = _spec("broken", namespace, s3_server)
+    document["spec"] = {**document["spec"], **change}
+    refused = kubectl("apply", "-f", "-", stdin=json.dumps(document), check=False)
+    assert refused.returncode != 0
+    assert field in refused.stderr
+    assert message in refused.stderr, refused.stderr
+    if change != {"trainig": {}}:  # the same rule holds for `nora run` (the models)
+        with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+            parse_population(document)
+
+
+def test_a_semantic_error_is_a_condition_and_an_event_and_nothing_starts(
+    kube_api: KubeHTTP,
+    kubectl: Kubectl,
+    control_plane: ControlPlane,
+    namespace: str,
+    s3_server: S3Server,
+    tmp_path: Path,
+    start_operator: list[OperatorProcess],
+) -> None:
+    operator = launch(start_operator, control_plane, namespace, tmp_path)
+    s3_secret(kube_api, namespace, s3_server)
+    bad = population(
+        "semantic",
+        namespace,
+        s3_server,
+        dataset={"train": "s3://d/train.jsonl", "eval": "s3://d/eval.jsonl", "answerPattern": "####.*"},
+    )
+    kubectl("apply", "-f", "-", stdin=bad)  # the schema cannot tell that the regex has no group
+
+    def ready_false() -> JSON | None:
+        status = get_population(kube_api, namespace, "semantic").get("status") or {}
+        return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+
+    condition = wait_for(ready_false, timeout=60, what="Ready condition", on_timeout=operator.describe)
+    assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
+    assert condition["message"].startswith("spec.dataset.answerPattern: needs a capturing group")
+    assert get_population(kube_api, namespace, "semantic")["status"]["phase"] == "Pending"
+    events = wait_for(
+        lambda: events_of(kube_api, namespace, "Population", "semantic"), timeout=30, what="event"
+    )
+    assert [(e["type"], e["reason"]) for e in events] == [("Warning", "InvalidSpec")]
+    assert "needs a capturing group" in events[0]["message"]
+    assert get_generation(kube_api, namespace, "semantic-g0") is None
+    assert jobs_of(kube_api, namespace, "semantic") == []
+
+    fixed = yaml.safe_load(bad)
+    fixed["spec"]["dataset"]["answerPattern"] = r"####\s*(.+)"
+    fixed["spec"]["suspend"] = True
+    kubectl("apply", "-f", "-", stdin=json.dumps(fixed))
+    stopped = wait_phase(kube_api, namespace, "semantic", ("Stopped",), 60, operator)
+    ready = next(c for c in stopped["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Accepted")
+    assert jobs_of(kube_api, namespace, "semantic") == []  # suspended: nothing runs
+
+
+def _max_overlap(kube_api: KubeHTTP, namespace: str) -> int:
+    """The most genome containers that ever ran at the same time (from the Pods' container states)."""
+    spans = []
+    for pod in kube_api.get(f"/api/v1/namespaces/{namespace}/pods")["items"]:
+        for status in pod["status"].get("containerStatuses", []):
+            for state in (status.get("state", {}), status.get("lastState", {})):
+                ended = state.get("terminated")
+                if ended and ended.get("startedAt"):
+                    spans.append((ended["startedAt"], ended["finishedAt"]))
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak = 0
+    for _, change in edges:
+        running += change
+        peak = max(peak, running)
+    return peak
+
+
+def test_a_population_evolves_with_retries_lineage_and_bounded_parallelism(
+    kube_api: KubeHTTP,
+    kubectl: Kubectl,
+    kubelet: ProcessKubelet,
+    control_plane: ControlPlane,
+    namespace: str,
+    s3_server: S3Server,
+    tmp_path: Path,
+    start_operator: list[OperatorProcess],
+) -> None:
+    operator = launch(start_operator, control_plane, namespace, tmp_path)
+    s3_secret(kube_api, namespace, s3_server)
+    failing = "evo-g0-3"
+    standin = {"env": [{"name": "NORA_STANDIN_FAIL", "value": failing}]}
+    manifest = population("evo", namespace, s3_server, maxGenerations=3, template=standin)
+    kubectl("apply", "-f", "-", stdin=manifest)
+    done = wait_phase(kube_api, namespace, "evo", ("Succeeded", "Failed"), 600, operator)
+    status = done["status"]
+    assert (status["phase"], status["reason"], status["completedGenerations"]) == (
+        "Succeeded",
+        "MaxGenerations",
+        3,
+    )
+    assert [row["generation"] for row in status["history"]] == [0, 1, 2]
+
+    generations = [get_generation(kube_api, namespace, f"evo-g{n}") for n in range(3)]
+    assert all(g is not None and g["status"]["phase"] == "Succeeded" for g in generations)
+    g0 = generations[0]
+    assert g0 is not None
+    broken = next(g for g in g0["status"]["genomes"] if g["id"] == failing)
+    assert (broken["phase"], broken["attempts"]) == ("Failed", 2)  # backoffLimit 1: tried twice
+    assert broken["message"] == f"BackoffLimitExceeded: standin: {failing} always fails"
+    pods_of_failing = [
+        name for ns, name in kubelet.pods_run() if ns == namespace and name.startswith(failing)
+    ]
+    assert len(pods_of_failing) == 2
+    warnings = events_of(kube_api, namespace, "Generation", "evo-g0")
+    assert any(e["reason"] == "GenomeFailed" and failing in e["message"] for e in warnings)
+
+    for later in generations[1:]:
+        assert later is not None
+        genomes = later["spec"]["genomes"]
+        assert genomes[0]["origin"] == "elite"
+        assert genomes[0]["train"] is False
+        assert all(g["parents"] and failing not in g["parents"] for g in genomes)  # failed: never a parent
+        offspring = [g for g in genomes if g["origin"] in ("crossover", "mutation")]
+        assert offspring
+        assert all(g["adapter"].endswith(f"/{g['id']}/start") for g in offspring)
+        for result in later["status"]["genomes"]:
+            assert result["phase"] == "Succeeded"
+            assert 0.0 <= result["fitness"] <= 1.0
+            assert result["adapter"].startswith(f"s3://{s3_server.bucket}/nora/evo/")
+
+    jobs = jobs_of(kube_api, namespace, "evo")
+    assert Counter(j["metadata"]["labels"]["nora.dev/generation"] for j in jobs) == {"0": 4, "1": 3, "2": 3}
+    assert _max_overlap(kube_api, namespace) <= 2  # spec.parallelism
+    best = status["best"]
+    exported = s3_objects(s3_server, "nora/evo/best/")
+    assert {"adapter_config.json", "adapter_model.safetensors", "best.json"} <= set(exported)
+    assert (
+        json.loads(exported["best.json"])["fitness"]
+        == best["fitness"]
+        == max(r["best"] for r in status["history"])
+    )
+
+    table = kubectl("get", "populations", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "PHASE", "GENERATION", "BEST", "AGE"]
+    row = table[1].split()
+    assert row[:3] == ["evo", "Succeeded", "2"]
+    assert float(row[3]) == pytest.approx(best["fitness"])
+    metrics = operator.metrics()
+    assert f'nora_generations_completed_total{{namespace="{namespace}",population="evo"}} 3.0' in metrics
+    assert "nora_breeding_duration_seconds_count" in metrics
+    assert "nora_job_duration_seconds_bucket" in metrics
+    assert operator.tracebacks() == 0, operator.describe()
+
+    kubectl("delete", "population", "evo", "-n", namespace, "--wait=true", "--timeout=60s")
+    wait_for(lambda: not jobs_of(kube_api, namespace, "evo"), timeout=120, what="Jobs garbage-collected")
+    wait_for(
+        lambda: not kube_api.get(f"{GROUP_PATH}/namespaces/{namespace}/generations")["items"],
+        timeout=60,
+        what="Generations garbage-collected",
+    )
+    assert "best.json" in s3_objects(s3_server, "nora/evo/best/")  # data kept without storage.cleanup
+
+
+def _job_running(kube_api: KubeHTTP, namespace: str, population: str) -> bool:
+    return any((j.get("status") or {}).get("active") for j in jobs_of(kube_api, namespace, population))
+
+
+def _generation_views(kube_api: KubeHTTP, namespace: str, name: str, count: int) -> list[JSON]:
+    """Every generation's lineage and results with the population name taken out (comparable)."""
+    views = []
+    for n in range(count):
+        body = get_generation(kube_api, namespace, f"{name}-g{n}")
+        assert body is not None
+        text = json.dumps({"spec": body["spec"]["genomes"], "status": body["status"]["genomes"]})
+        views.append(json.loads(text.replace(f"/{namespace}-prefix/", "/PREFIX/")))
+    return views
+
+
+def _adapters(s3: S3Server, prefix: str) -> dict[str, bytes]:
+    """Start and trained adapters and metrics under ``prefix`` (files whose bytes hold no URI)."""
+    found = s3_objects(s3, prefix)
+    return {
+        k: v
+        for k, v in found.items()
+        if "/start/" in k or "/output/adapter/" in k or k.endswith("metrics.json")
+    }
+
+
+def test_restarts_create_nothing_twice_and_change_no_result(
+    kube_api: KubeHTTP,
+    kubectl: Kubectl,
+    kubelet: ProcessKubelet,
+    control_plane: ControlPlane,
+    namespace: str,
+    s3_server: S3Server,
+    tmp_path: Path,
+    start_operator: list[OperatorProcess],
+) -> None:
+    """The same Population twice: in one namespace untouched, in another with its operator killed while
+    Jobs run and again while it breeds; then both resume when maxGenerations is raised."""
+    steady, bumpy = namespace, f"{namespace}-b"
+    kube_api.post("/api/v1/namespaces", {"metadata": {"name": bumpy}})
+    try:
+        operators = {}
+        for ns in (steady, bumpy):
+            s3_secret(kube_api, ns, s3_server)
+            folder = tmp_path / ns
+            folder.mkdir()
+            operators[ns] = launch(start_operator, control_plane, ns, folder)
+            storage = {
+                "bucket": s3_server.bucket,
+                "endpoint": s3_server.endpoint,
+                "secretRef": {"name": "s3"},
+                "prefix": f"{ns}-prefix",
+                "cleanup": ns == bumpy,
+            }
+            kubectl("apply", "-f", "-", stdin=population("twin", ns, s3_server, storage=storage))
+
+        operator = operators[bumpy]
+        wait_for(lambda: _job_running(kube_api, bumpy, "twin"), timeout=120, what="a Job running")
+        operator.kill()
+        assert _job_running(kube_api, bumpy, "twin")  # the Jobs go on without the operator
+        operator.start()
+
+        def nearly_done() -> bool:
+            g0 = get_generation(kube_api, bumpy, "twin-g0")
+            return bool(g0 and (g0.get("status") or {}).get("succeeded", 0) >= 3)
+
+        wait_for(nearly_done, timeout=300, what="generation 0 nearly done", interval=0.5)
+        caught = wait_for(
+            lambda: get_generation(kube_api, bumpy, "twin-g1"), timeout=300, what="g1", interval=0.02
+        )
+        operator.kill()
+        assert (caught.get("status") or {}).get("phase") in (None, "Breeding"), caught.get("status")
+        operator.start()
+
+        for ns in (steady, bumpy):
+            wait_phase(kube_api, ns, "twin", ("Succeeded",), 600, operators[ns])
+            kubectl(
+                "patch", "population", "twin", "-n", ns, "--type=merge", "-p", '{"spec":{"maxGenerations":3}}'
+            )
+        for ns in (steady, bumpy):
+
+            def third(ns: str = ns) -> JSON | None:
+                status = get_population(kube_api, ns, "twin").get("status") or {}
+                finished = status.get("phase") == "Succeeded" and status.get("completedGenerations") == 3
+                return status if finished else None
+
+            wait_for(
+                third,
+                timeout=600,
+                what=f"{ns}/twin resumed to 3 generations",
+                on_timeout=operators[ns].describe,
+            )
+
+        views = {ns: _generation_views(kube_api, ns, "twin", 3) for ns in (steady, bumpy)}
+        assert views[steady] == views[bumpy]
+        adapters = {ns: _adapters(s3_server, f"{ns}-prefix/twin/") for ns in (steady, bumpy)}
+        assert len(adapters[steady]) > 30
+        assert adapters[steady] == adapters[bumpy]
+        best = {ns: get_population(kube_api, ns, "twin")["status"]["best"] for ns in (steady, bumpy)}
+        assert best[steady]["fitness"] == best[bumpy]["fitness"]
+
+        jobs = jobs_of(kube_api, bumpy, "twin")
+        assert len(jobs) == 4 + 3 + 3
+        pods = Counter(name.rsplit("-", 1)[0] for ns, name in kubelet.pods_run() if ns == bumpy)
+        assert set(pods.values()) == {1}, pods  # every Job ran exactly one Pod: nothing ran twice
+        assert sorted(pods) == sorted(j["metadata"]["name"] for j in jobs)
+        assert operators[steady].starts == 1
+        assert operator.starts == 3
+
+        kubectl("delete", "population", "twin", "-n", bumpy, "--wait=true", "--timeout=60s")
+        assert s3_objects(s3_server, f"{bumpy}-prefix/twin/") == {}  # storage.cleanup: true
+        kubectl("delete", "population", "twin", "-n", steady, "--wait=true", "--timeout=60s")
+        assert "best/best.json" in s3_objects(s3_server, f"{steady}-prefix/twin/")  # kept by default
+    finally:
+        kube_api.delete(f"/api/v1/namespaces/{bumpy}")
+
+
+def test_queued_jobs_wait_suspended_as_pending_until_admitted(
+    kube_api: KubeHTTP,
+    kubectl: Kubectl,
+    kubelet: ProcessKubelet,
+    control_plane: ControlPlane,
+    namespace: str,
+    s3_server: S3Server,
+    tmp_path: Path,
+    start_operator: list[OperatorProcess],
+) -> None:
+    """With spec.queueName the Jobs carry Kueue's label and start suspended; this test admits them as
+    Kueue would (by unsuspending), and until then their genomes are Pending, never Failed."""
+    operator = launch(start_operator, control_plane, namespace, tmp_path)
+    s3_secret(kube_api, namespace, s3_server)
+    manifest = population(
+        "queued", namespace, s3_server, populationSize=2, maxGenerations=1, queueName="gpus"
+    )
+    manifest = manifest.replace("survivors: 2", "survivors: 1").replace(
+        "tournamentSize: 2", "tournamentSize: 2"
+    )
+    kubectl("apply", "-f", "-", stdin=manifest)
+    jobs = wait_for(
+        lambda: j if len(j := jobs_of(kube_api, namespace, "queued")) == 2 else None,
+        timeout=60,
+        what="two queued Jobs",
+        on_timeout=operator.describe,
+    )
+    for job in jobs:
+        assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpus"
+        assert job["spec"]["suspend"] is True
+
+    def pending() -> JSON | None:
+        generation = get_generation(kube_api, namespace, "queued-g0")
+        status = (generation or {}).get("status") or {}
+        return status if status.get("pending") == 2 else None
+
+    status = wait_for(pending, timeout=60, what="two Pending genomes", on_timeout=operator.describe)
+    assert [g["phase"] for g in status["genomes"]] == ["Pending", "Pending"]
+    assert get_population(kube_api, namespace, "queued")["status"]["phase"] == "Running"
+    assert not [name for ns, name in kubelet.pods_run() if ns == namespace]  # nothing ran while queued
+
+    for job in jobs:
+        name = job["metadata"]["name"]
+        kube_api.request(
+            "PATCH",
+            f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+            {"spec": {"suspend": False}},
+            content_type="application/merge-patch+json",
+        )
+    done = wait_phase(kube_api, namespace, "queued", ("Succeeded", "Failed"), 300, operator)
+    assert done["status"]["phase"] == "Succeeded"

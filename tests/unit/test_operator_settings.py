@@ -1,0 +1,63 @@
+"""Operator settings from NORA_* variables, and kopf's settings derived from them."""
+
+from __future__ import annotations
+
+import kopf
+import pytest
+
+from nora.operator.handlers import configure
+from nora.operator.settings import DEFAULT_TRAIN_COMMAND, OperatorSettings, SettingsError
+
+
+def test_defaults_without_variables() -> None:
+    settings = OperatorSettings.from_env({})
+    assert settings == OperatorSettings()
+    assert settings.train_command == DEFAULT_TRAIN_COMMAND
+    assert (settings.namespaces, settings.peering, settings.metrics_port) == ((), None, 8080)
+
+
+def test_variables_are_parsed() -> None:
+    settings = OperatorSettings.from_env(
+        {
+            "NORA_NAMESPACES": "team-a, team-b",
+            "NORA_PEERING": "nora",
+            "NORA_PRIORITY": "7",
+            "NORA_TRAIN_COMMAND": '["/venv/bin/python", "-m", "nora", "train", "--genome"]',
+            "NORA_JOB_TTL_SECONDS": "60",
+            "NORA_LIVENESS_ENDPOINT": "",
+            "UNRELATED": "x",
+        }
+    )
+    assert settings.namespaces == ("team-a", "team-b")
+    assert (settings.peering, settings.peering_priority(), settings.job_ttl_seconds) == ("nora", 7, 60)
+    assert settings.train_command == ("/venv/bin/python", "-m", "nora", "train", "--genome")
+    assert settings.liveness_endpoint is None
+    assert OperatorSettings.from_env({"NORA_TRAIN_COMMAND": "nora train --genome"}).train_command == (
+        "nora",
+        "train",
+        "--genome",
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("NORA_METRICS_PORT", "eighty"), ("NORA_RESYNC_SECONDS", "-1"), ("NORA_TRAIN_COMMAND", "[]")],
+)
+def test_a_bad_value_names_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{variable}="):
+        OperatorSettings.from_env({variable: value})
+
+
+def test_replicas_without_a_priority_get_distinct_random_ones() -> None:
+    settings = OperatorSettings(peering="nora")
+    assert len({settings.peering_priority() for _ in range(20)}) > 1
+
+
+def test_kopf_is_configured_for_bounded_timeouts_and_our_own_markers() -> None:
+    ours = OperatorSettings(reconcile_workers=6)
+    theirs = kopf.OperatorSettings()
+    configure(theirs, ours)
+    assert theirs.watching.server_timeout is not None
+    assert theirs.watching.client_timeout is not None
+    assert theirs.persistence.finalizer == "nora.dev/operator"
+    assert theirs.execution.max_workers == 6
