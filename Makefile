@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP_VERSION := 25.3
-PY_SOURCES := src tests benchmarks
+PY_SOURCES := src tests benchmarks tools
 
 .PHONY: venv tools lint test unit demo bench lock clean
 
@@ -20,17 +20,18 @@ $(STAMP): pyproject.toml constraints.txt
 ## venv: create .venv with every pinned dependency (idempotent)
 venv: $(STAMP)
 
-## tools: build the test control plane, S3 server and helm from Go modules into ~/.cache/nora
+## tools: build the control plane, S3 server and helm from Go modules, unpack Prometheus (~/.cache/nora)
 tools:
 	bash tools/build-tools.sh
 
-## lint: ruff, formatting, mypy --strict, import layering, generated CRDs up to date
+## lint: ruff, formatting, mypy --strict, import layering, generated CRDs and chart values table up to date
 lint: venv
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m nora.api.crd --check
+	$(BIN)/python tools/chart_values_table.py --check
 
 ## test: everything CI runs: set-up, lint, unit + integration + e2e tests
 test: venv tools lint

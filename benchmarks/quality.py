@@ -235,6 +235,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=Path("runs/quality"))
     args = parser.parse_args()
+    args.work = args.work.resolve()
     budget = QUICK if args.quick else FULL
     seeds = args.seeds[:1] if args.quick else args.seeds
     table: dict[str, list[float]] = {}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the test control plane (etcd, kube-apiserver, kube-controller-manager), the S3 server
-# (versitygw) and helm from pinned Go modules into ~/.cache/nora/bin/<name>-<version>.
+# (versitygw) and helm from pinned Go modules into ~/.cache/nora/bin/<name>-<version>; Prometheus and
+# promtool come from Debian's package through tools/install-prometheus.sh (no Go needed for them).
 #
 # Idempotent: anything already built is skipped, so a second run does nothing (and starts no Go).
 # Versions live in tools/versions.env; the wrapper modules in tools/kube and tools/etcd pin every
@@ -106,8 +107,10 @@ build_helm() {  # helm's Makefile also stamps the Kubernetes version it was buil
 main() {
   if [ "${1:-}" = "--list" ]; then
     for name in "${ORDER[@]}"; do echo "$name ${BINARIES[$name]}"; done
+    bash "$TOOLS_DIR/install-prometheus.sh" --list
     return 0
   fi
+  bash "$TOOLS_DIR/install-prometheus.sh"
   local missing=() name
   for name in "${ORDER[@]}"; do [ -x "${BINARIES[$name]}" ] || missing+=("$name"); done
   if [ "${#missing[@]}" -eq 0 ]; then

@@ -66,11 +66,25 @@ print(json.dumps({"genome": task.genome, "fitness": fitness}))
 """
 
 
-def install_crds(kubectl: Kubectl) -> None:
-    """Apply the generated CRDs and wait until they are served."""
-    kubectl("apply", "-f", str(CRDS))
-    for name in ("populations.nora.dev", "generations.nora.dev"):
-        kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+def install_crds(kubectl: Kubectl, *paths: Path) -> None:
+    """Apply CRD files (default: the generated ones in crds/) and poll until each is Established.
+
+    Polling ``get`` rather than ``kubectl wait``: kubectl 1.32's ``wait --for=condition`` fails at once
+    ("accessor error") when it reads a CRD whose status has no conditions yet.
+    """
+    files = paths or tuple(sorted(CRDS.glob("*.yaml")))
+    for path in files:
+        kubectl("apply", "-f", str(path))
+    names = [doc["metadata"]["name"] for path in files for doc in yaml.safe_load_all(path.read_text()) if doc]
+    established = '{.status.conditions[?(@.type=="Established")].status}'
+
+    def ready() -> bool:
+        return all(
+            kubectl("get", f"crd/{name}", "-o", f"jsonpath={established}", check=False).stdout == "True"
+            for name in names
+        )
+
+    wait_for(ready, timeout=60, what=f"CRDs {', '.join(names)} Established", interval=0.2)
 
 
 def standin_command(folder: Path) -> list[str]:

@@ -19,6 +19,8 @@ _VERSION_KEYS = {
     "kube-controller-manager": "KUBERNETES_VERSION",
     "versitygw": "VERSITYGW_VERSION",
     "helm": "HELM_VERSION",
+    "prometheus": "PROMETHEUS_DEB_VERSION",
+    "promtool": "PROMETHEUS_DEB_VERSION",
 }
 
 

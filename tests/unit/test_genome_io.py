@@ -12,7 +12,14 @@ from safetensors.torch import load_file, save_file
 
 from nora.genetics import GeneticsError, GenomeFormatError, IncompatibleParentsError, load_genome, save_genome
 from nora.genetics.crossover import CrossoverSpec, crossover
-from nora.genetics.io import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, adapter_config, manifest_status
+from nora.genetics.io import (
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    WEIGHTS_FILE,
+    _resolve_pattern,
+    adapter_config,
+    manifest_status,
+)
 from nora.genetics.rng import make_generator
 from tests.unit.factories import SHAPES, random_genome
 
@@ -168,3 +175,25 @@ def test_adapters_for_different_base_shapes_cannot_be_crossed() -> None:
     third = random_genome(15, shapes={k: v for k, v in SHAPES.items() if "down" not in k})
     with pytest.raises(IncompatibleParentsError, match="adapt different modules"):
         crossover([first, third], None, CrossoverSpec(method="svd"), make_generator(0))
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.10.self_attn.q_proj",
+        "model.layers.1.mlp.up_proj",
+        "q_proj",
+    ],
+)
+def test_pattern_lookup_follows_peft_rule(module: str) -> None:
+    from peft.utils.other import get_pattern_key
+
+    patterns = {
+        r"model\.layers\.0\.self_attn\.q_proj": 8,
+        "up_proj": 2,
+        r"layers\.1\d\.self_attn\.q_proj": 6,
+        "model.layers.0.mlp.down_proj": 3,
+    }
+    expected = patterns.get(get_pattern_key(list(patterns), module), 4)
+    assert _resolve_pattern(patterns, module, 4) == expected

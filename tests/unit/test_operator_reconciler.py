@@ -185,8 +185,13 @@ def status(cluster: FakeCluster) -> JSON:
 def test_a_population_runs_to_the_end_and_exports_its_best(world: tuple[FakeCluster, LocalStore]) -> None:
     cluster, store = world
     cluster.add("Population", population())
-    run(cluster, store, fail=frozenset({"evo-g0-3"}))
+    operator = run(cluster, store, fail=frozenset({"evo-g0-3"}))
     final = status(cluster)
+    registry, labels = operator.metrics.registry, {"namespace": NS, "population": NAME}
+    assert registry.get_sample_value("nora_population_phase", {**labels, "phase": "Succeeded"}) == 1
+    assert registry.get_sample_value("nora_population_phase", {**labels, "phase": "Running"}) == 0
+    assert registry.get_sample_value("nora_current_generation", labels) == final["generation"]
+    assert registry.get_sample_value("nora_generations_completed_total", labels) == 3
     assert (final["phase"], final["reason"], final["completedGenerations"]) == (
         "Succeeded",
         "MaxGenerations",
@@ -297,3 +302,46 @@ def test_raising_max_generations_resumes_a_finished_population(world: tuple[Fake
     final = status(cluster)
     assert (final["phase"], final["completedGenerations"], final["generation"]) == ("Succeeded", 3, 2)
     assert cluster.get_generation(NS, "evo-g2") is not None
+
+
+class BrokenJobsCluster(FakeCluster):
+    """Job creation fails (as with a missing quota or an apiserver outage) until ``broken`` is cleared."""
+
+    broken = True
+
+    def create_job(self, body: JSON) -> bool:
+        if self.broken:
+            raise RuntimeError("jobs are refused")
+        return super().create_job(body)
+
+    writes = 0
+
+    def patch_population_status(self, namespace: str, name: str, status: JSON) -> None:
+        self.writes += 1
+        super().patch_population_status(namespace, name, status)
+
+
+def test_a_failing_pass_backs_off_writes_its_error_once_and_clears_it_when_fixed(tmp_path: Path) -> None:
+    cluster, store = BrokenJobsCluster(), LocalStore(tmp_path / "store")
+    cluster.add("Population", population())
+    operator = reconciler(cluster, store)
+    first = operator.reconcile(REF, cluster.views())
+    assert (first.backoff, first.delay) == (True, 10.0)
+    ready = next(c for c in status(cluster)["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ReconcileError")
+    assert "jobs are refused" in ready["message"]
+    writes, events = cluster.writes, len(cluster.events)
+    for _ in range(3):  # the same error again: no status write, no Event (nothing to wake a hot loop)
+        assert operator.reconcile(REF, cluster.views()).backoff
+    assert (cluster.writes, len(cluster.events)) == (writes, events)
+
+    registry, labels = operator.metrics.registry, {"namespace": NS, "population": NAME}
+    assert registry.get_sample_value("nora_generations_completed_total", labels) == 0  # born at zero
+    failed = {**labels, "outcome": "Failed"}
+    assert registry.get_sample_value("nora_job_duration_seconds_count", failed) == 0
+
+    cluster.broken = False
+    assert not operator.reconcile(REF, cluster.views()).backoff
+    ready = next(c for c in status(cluster)["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Accepted")
+    assert cluster.created_jobs

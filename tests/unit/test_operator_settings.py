@@ -24,6 +24,7 @@ def test_variables_are_parsed() -> None:
             "NORA_PRIORITY": "7",
             "NORA_TRAIN_COMMAND": '["/venv/bin/python", "-m", "nora", "train", "--genome"]',
             "NORA_JOB_TTL_SECONDS": "60",
+            "NORA_PEERING_LIFETIME_SECONDS": "20",
             "NORA_LIVENESS_ENDPOINT": "",
             "UNRELATED": "x",
         }
@@ -32,6 +33,7 @@ def test_variables_are_parsed() -> None:
     assert (settings.peering, settings.peering_priority(), settings.job_ttl_seconds) == ("nora", 7, 60)
     assert settings.train_command == ("/venv/bin/python", "-m", "nora", "train", "--genome")
     assert settings.liveness_endpoint is None
+    assert settings.peering_lifetime_seconds == 20
     assert OperatorSettings.from_env({"NORA_TRAIN_COMMAND": "nora train --genome"}).train_command == (
         "nora",
         "train",
@@ -54,9 +56,14 @@ def test_replicas_without_a_priority_get_distinct_random_ones() -> None:
 
 
 def test_kopf_is_configured_for_bounded_timeouts_and_our_own_markers() -> None:
-    ours = OperatorSettings(reconcile_workers=6)
+    ours = OperatorSettings(reconcile_workers=6, peering_lifetime_seconds=15)
     theirs = kopf.OperatorSettings()
     configure(theirs, ours)
+    assert theirs.peering.lifetime == 15
+    assert theirs.scanning.disabled is False  # cluster-wide: kopf scans namespaces and CRDs
+    namespaced = kopf.OperatorSettings()
+    configure(namespaced, OperatorSettings(namespaces=("team-a",)))
+    assert namespaced.scanning.disabled is True  # named namespaces: no cluster-wide list (least privilege)
     assert theirs.watching.server_timeout is not None
     assert theirs.watching.client_timeout is not None
     assert theirs.persistence.finalizer == "nora.dev/operator"

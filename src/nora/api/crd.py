@@ -1,7 +1,8 @@
-"""Generate the CustomResourceDefinitions in ``crds/`` from the API models (the single source of truth).
+"""Generate the CustomResourceDefinitions from the API models (the single source of truth).
 
-``python -m nora.api.crd`` writes ``crds/nora.dev_populations.yaml`` and ``crds/nora.dev_generations.yaml``;
-``python -m nora.api.crd --check`` exits 1 when they differ from what the models generate (CI runs it).
+``python -m nora.api.crd`` writes ``nora.dev_populations.yaml``, ``nora.dev_generations.yaml`` and kopf's
+peering CRDs (``kopf.dev_peerings.yaml``) into both ``crds/`` and the Helm chart's ``helm/nora/crds/``;
+``python -m nora.api.crd --check`` exits 1 when either folder differs from what is generated (CI runs it).
 
 The pydantic JSON Schema of each model is turned into a structural OpenAPI v3 schema: ``$ref`` inlined,
 ``Optional`` unwrapped, tuples as fixed-length arrays, free-form objects marked
@@ -37,7 +38,8 @@ from nora.api.status import PopulationStatus
 
 Schema = dict[str, Any]
 HEADER = "# Generated from the nora.api models by `python -m nora.api.crd`; do not edit by hand.\n"
-DEFAULT_DIR = Path(__file__).resolve().parents[3] / "crds"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_DIRS = (REPO_ROOT / "crds", REPO_ROOT / "helm" / "nora" / "crds")
 KEPT_KEYS = (
     "type", "description", "default", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
     "minLength", "maxLength", "pattern", "minItems", "maxItems", "maxProperties", "format",
@@ -343,16 +345,57 @@ def generation_crd() -> Schema:
     return _crd("Generation", "generations", "gen", schema, columns)
 
 
+KOPF_PEERING_NOTE = """\
+# kopf's peering resources (defined in nora.api.crd, not by the models): needed only when the operator runs
+# more than one replica (NORA_PEERING=<name>); create a ClusterKopfPeering (cluster-wide operator) or a
+# KopfPeering in each served namespace with that name. Replicas need distinct NORA_PRIORITY values.
+"""
+
+
+def _peering_crd(kind: str, plural: str, scope: str) -> Schema:
+    status: Schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.kopf.dev"},
+        "spec": {
+            "scope": scope,
+            "group": "kopf.dev",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"status": status}}},
+                }
+            ],
+        },
+    }
+
+
+def kopf_peering_crds() -> list[Schema]:
+    """kopf's ``clusterkopfpeerings.kopf.dev`` and ``kopfpeerings.kopf.dev`` CRDs (peering of replicas)."""
+    return [
+        _peering_crd("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"),
+        _peering_crd("KopfPeering", "kopfpeerings", "Namespaced"),
+    ]
+
+
+def _dump(document: Schema) -> str:
+    return yaml.safe_dump(document, sort_keys=False, width=100)
+
+
 def rendered() -> dict[str, str]:
-    """File name to YAML text of every generated CRD."""
+    """File name to YAML text of every generated CRD file."""
     documents = {
         f"{API_GROUP}_populations.yaml": population_crd(),
         f"{API_GROUP}_generations.yaml": generation_crd(),
     }
-    return {
-        name: HEADER + yaml.safe_dump(document, sort_keys=False, width=100)
-        for name, document in documents.items()
-    }
+    files = {name: HEADER + _dump(document) for name, document in documents.items()}
+    peering = "---\n".join(_dump(document) for document in kopf_peering_crds())
+    files["kopf.dev_peerings.yaml"] = HEADER + KOPF_PEERING_NOTE + peering
+    return files
 
 
 def drifted(directory: Path) -> list[str]:
@@ -369,18 +412,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nora.api.crd", description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the files are not current")
     parser.add_argument(
-        "--dir", type=Path, default=DEFAULT_DIR, help=f"output folder (default {DEFAULT_DIR})"
+        "--dir",
+        type=Path,
+        action="append",
+        help="output folder, repeatable (default: " + " and ".join(str(d) for d in DEFAULT_DIRS) + ")",
     )
     args = parser.parse_args(argv)
+    directories: list[Path] = args.dir or list(DEFAULT_DIRS)
     if args.check:
-        stale = drifted(args.dir)
-        for name in stale:
-            print(f"{args.dir / name}: out of date; run `python -m nora.api.crd`", file=sys.stderr)
+        stale = [directory / name for directory in directories for name in drifted(directory)]
+        for path in stale:
+            print(f"{path}: out of date; run `python -m nora.api.crd`", file=sys.stderr)
         return 1 if stale else 0
-    args.dir.mkdir(parents=True, exist_ok=True)
-    for name, text in rendered().items():
-        (args.dir / name).write_text(text)
-        print(args.dir / name)
+    for directory in directories:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in rendered().items():
+            (directory / name).write_text(text)
+            print(directory / name)
     return 0
 
 

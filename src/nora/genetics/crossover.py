@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
-from peft.utils import merge_utils
 
 from nora.genetics.errors import GeneticsError, IncompatibleParentsError
 from nora.genetics.factors import (
@@ -165,6 +164,8 @@ def _merge_entrywise(
 
 
 def _ties_module(modules: Sequence[LoraModule], weights: list[float], context: ModuleContext) -> LoraModule:
+    from peft.utils import merge_utils  # here, not at the top: peft imports transformers (~150 MiB)
+
     # TIES averages the entries that agree in sign, so the weights are rescaled to mean 1.
     mean_one = torch.tensor(weights) * len(weights)
     density = context.spec.density
@@ -172,6 +173,8 @@ def _ties_module(modules: Sequence[LoraModule], weights: list[float], context: M
 
 
 def _dare_module(modules: Sequence[LoraModule], weights: list[float], context: ModuleContext) -> LoraModule:
+    from peft.utils import merge_utils  # here, not at the top: peft imports transformers (~150 MiB)
+
     convex = torch.tensor(weights)
 
     def merge(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft.utils.other import get_pattern_key
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -85,8 +84,14 @@ def _verify_manifest(directory: Path) -> None:
 
 
 def _resolve_pattern(patterns: dict[str, Any], module: str, default: Any) -> Any:
-    """PEFT's own rule for ``rank_pattern``/``alpha_pattern`` lookups."""
-    return patterns.get(get_pattern_key(list(patterns), module), default)
+    """PEFT's rule for ``rank_pattern``/``alpha_pattern`` lookups (``peft.utils.other.get_pattern_key``).
+
+    Restated rather than imported because importing peft loads transformers (~150 MiB) into the
+    operator's breeding process; ``test_genome_io`` checks it agrees with PEFT's function."""
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return patterns.get(module, default)
 
 
 def _check_weight_file(directory: Path) -> Path:

@@ -41,6 +41,10 @@ def configure(kopf_settings: kopf.OperatorSettings, ours: OperatorSettings) -> N
         prefix="nora.dev", key="last-handled-configuration"
     )
     kopf_settings.execution.max_workers = max(4, ours.reconcile_workers)
+    kopf_settings.peering.lifetime = ours.peering_lifetime_seconds
+    # Serving named namespaces: no cluster-wide listing of namespaces and CRDs (the chart's Roles grant
+    # none); kopf takes NORA_NAMESPACES as exact names and the CRDs as they are at start.
+    kopf_settings.scanning.disabled = bool(ours.namespaces)
 
 
 def runtime(memo: Any) -> Runtime:

@@ -64,6 +64,7 @@ from nora.storage import Store, StoreError
 log = logging.getLogger("nora.operator")
 FINAL = ("Succeeded", "Failed")
 MAX_GENERATIONS_PER_PASS = 3
+ERROR_BACKOFF_SECONDS = 10.0
 BREEDING_CHUNK = 16
 """Offspring per breeding call (at least; at most 8 calls per generation)."""
 
@@ -95,6 +96,13 @@ class PassResult:
     """When the next pass is due at the latest (``None``: on the next event or resync)."""
 
     delay: float | None = None
+    backoff: bool = False
+    """After a failed pass: wait the whole ``delay`` (events, e.g. our own status patch, do not cut it)."""
+
+
+def _reconcile_error(status: PopulationStatus) -> bool:
+    ready = next((c for c in status.conditions if c.type == "Ready"), None)
+    return ready is not None and ready.reason == "ReconcileError"
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,7 @@ class Reconciler:
         self.clock = clock or SystemClock()
         self._created: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.Lock()
+        self._erroring: set[PopulationRef] = set()  # Populations whose Ready condition says ReconcileError
         self._pool = ThreadPoolExecutor(max(1, settings.api_workers), thread_name_prefix="nora-api")
 
     def close(self) -> None:
@@ -164,12 +173,15 @@ class Reconciler:
         """One pass over ``ref``; errors are counted, reported on the object, and retried later."""
         began = self.clock.monotonic()
         try:
-            return self._pass(ref, jobs)
+            result = self._pass(ref, jobs)
+            if ref in self._erroring:
+                self._clear_error(ref)
+            return result
         except Exception as error:
             self.metrics.reconcile_errors.labels(ref.namespace, ref.name, type(error).__name__).inc()
             log.exception("reconciling %s/%s failed", ref.namespace, ref.name)
             self._report_error(ref, error)
-            return PassResult(delay=10.0)
+            return PassResult(delay=ERROR_BACKOFF_SECONDS, backoff=True)
         finally:
             self.metrics.reconcile_duration.observe(self.clock.monotonic() - began)
 
@@ -180,6 +192,9 @@ class Reconciler:
         pop = self._accept(body)
         if pop is None:
             return PassResult()
+        self._observe(pop.ref, pop.status)
+        if _reconcile_error(pop.status):
+            self._erroring.add(ref)
         again = resumed(pop.status, pop.spec)
         if again is not None:
             pop = self._save(pop, again)
@@ -201,6 +216,16 @@ class Reconciler:
             if pop.status.phase in FINAL:
                 return PassResult()
         return PassResult(delay=0.0)
+
+    def _clear_error(self, ref: PopulationRef) -> None:
+        """After a good pass, turn a ``Ready=False/ReconcileError`` condition back to ``Ready=True``."""
+        self._erroring.discard(ref)
+        body = self.cluster.get_population(ref.namespace, ref.name)
+        status = PopulationStatus.model_validate((body or {}).get("status") or {})
+        if body is None or body["metadata"].get("deletionTimestamp") or not _reconcile_error(status):
+            return
+        ready = set_condition(status, "Ready", True, "Accepted", "the spec is valid", iso(self.clock.now()))
+        self.cluster.patch_population_status(ref.namespace, ref.name, status_patch(ready))
 
     def _report_error(self, ref: PopulationRef, error: Exception) -> None:
         try:
@@ -263,6 +288,7 @@ class Reconciler:
                 update={"phase": "Pending", "reason": reason, "message": clip(message, 4096)}
             )
         new = new.model_copy(update={"observed_generation": observed})
+        self._observe(ref, new)
         if status_patch(new) == status_patch(status):
             return
         self.cluster.patch_population_status(ref.namespace, ref.name, status_patch(new))
@@ -273,15 +299,21 @@ class Reconciler:
         if status_patch(status) == status_patch(pop.status):
             return pop
         self.cluster.patch_population_status(pop.ref.namespace, pop.ref.name, status_patch(status))
+        self._observe(pop.ref, status)
         if status.phase != pop.status.phase:
             kind = "Warning" if status.phase == "Failed" else "Normal"
             self.cluster.post_event(pop.ref, kind, status.phase, status.message or status.phase)
         return replace(pop, status=status)
 
+    def _observe(self, ref: ObjectRef, status: PopulationStatus) -> None:
+        self.metrics.set_population(ref.namespace, ref.name, status.phase, status.generation)
+
     def _ensure_phase(self, pop: _Population) -> _Population:
         now = iso(self.clock.now())
         stopped = pop.spec.suspend
-        status = set_condition(pop.status, "Ready", True, "Accepted", "the spec is valid", now, pop.observed)
+        status = pop.status  # a ReconcileError stays until a pass completes (then _clear_error)
+        if not _reconcile_error(status):
+            status = set_condition(status, "Ready", True, "Accepted", "the spec is valid", now, pop.observed)
         update: dict[str, Any] = {"observed_generation": pop.observed}
         if stopped and pop.status.phase != "Stopped":
             update.update(phase="Stopped", reason="Suspended", message="spec.suspend is true")

@@ -79,7 +79,9 @@ class Runtime:
                 result = await loop.run_in_executor(self.executor, self.reconciler.reconcile, ref, snapshot)
                 delay = self.settings.resync_seconds if result.delay is None else result.delay
                 await asyncio.sleep(self.settings.min_interval_seconds)
-                if delay > 0 and not wake.is_set():
+                if result.backoff:
+                    await _sleep_unless_stopped(delay, stopped)
+                elif delay > 0 and not wake.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), timeout=delay)
         finally:
@@ -104,3 +106,11 @@ class Runtime:
         count = await asyncio.get_running_loop().run_in_executor(self.executor, cleanup)
         log.info("deleted %d objects of %s/%s from s3://%s", count, ref.namespace, ref.name, storage.bucket)
         return count
+
+
+async def _sleep_unless_stopped(seconds: float, stopped: Any, step: float = 0.5) -> None:
+    """Sleep ``seconds``, ignoring wake-ups but returning early when the daemon is asked to stop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not stopped and (left := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(step, left))

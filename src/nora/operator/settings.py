@@ -6,6 +6,8 @@ Variable                       Meaning                                          
 NORA_NAMESPACES                comma-separated namespaces to serve; empty = cluster-wide    (empty)
 NORA_PEERING                   kopf peering object name; set it when running >1 replica     (standalone)
 NORA_PRIORITY                  peering priority (distinct per replica); random if unset     (random)
+NORA_PEERING_LIFETIME_SECONDS  a replica that stops renewing its peering record is gone     60
+                               after this long; the next replica then takes over
 NORA_METRICS_ADDRESS           address of the Prometheus ``/metrics`` server                0.0.0.0
 NORA_METRICS_PORT              its port; 0 disables it                                      8080
 NORA_LIVENESS_ENDPOINT         kopf's liveness endpoint URL; empty disables it              http://0.0.0.0:8081/healthz
@@ -69,6 +71,7 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = ()
     peering: str | None = None
     priority: int | None = None
+    peering_lifetime_seconds: int = 60
     metrics_address: str = "0.0.0.0"
     metrics_port: int = 8080
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
@@ -90,6 +93,7 @@ class OperatorSettings:
             "namespaces": _namespaces,
             "peering": str,
             "priority": int,
+            "peering_lifetime_seconds": _positive(int),
             "metrics_address": str,
             "metrics_port": _positive(int),
             "liveness_endpoint": str,
