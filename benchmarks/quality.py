@@ -41,8 +41,10 @@ class Budget:
 
 
 FULL = Budget(
-    population=4, generations=3, steps=30, prompts=32, eval_prompts=100, test_prompts=200, samples=8
+    population=4, generations=3, steps=60, prompts=32, eval_prompts=100, test_prompts=200, samples=8
 )
+RANK = 8
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 QUICK = Budget(population=2, generations=2, steps=3, prompts=4, eval_prompts=8, test_prompts=8, samples=4)
 
 
@@ -56,16 +58,19 @@ def _nora(*args: str) -> str:
 
 
 def _training(budget: Budget, steps: int, method: str = "irpo") -> dict[str, Any]:
+    """The trainer settings of benchmarks/trainer.py (the ones that raised accuracy in its sweeps)."""
     return {
         "method": method,
         "samplesPerPrompt": budget.samples,
-        "pairsPerPrompt": 2,
+        "pairsPerPrompt": 4,
         "maxSteps": steps,
-        "batchSize": 8,
+        "batchSize": 4,
         "maxPrompts": budget.prompts,
-        "maxNewTokens": 64,
+        "maxNewTokens": 96,
         "evalPrompts": budget.eval_prompts,
-        "learningRate": 0.002,
+        "learningRate": 1e-4,
+        "beta": 0.1,
+        "nllWeight": 4.0,
     }
 
 
@@ -77,19 +82,20 @@ def _task(
     training: dict[str, Any],
     out: Path,
     seed: int,
+    generation: int = 0,
 ) -> dict[str, Any]:
     return {
         "population": "quality",
-        "generation": 0,
+        "generation": generation,
         "genome": out.name,
         "seed": seed,
         "baseModel": {"uri": model.as_uri()},
         "dataset": {"train": train.as_uri(), "eval": evaluation.as_uri()},
         "adapter": {
             "uri": adapter.as_uri() if adapter else None,
-            "rank": 4,
-            "alpha": 8.0,
-            "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            "rank": RANK,
+            "alpha": 2.0 * RANK,
+            "targetModules": TARGETS,
         },
         "training": training,
         "output": out.as_uri(),
@@ -148,12 +154,14 @@ def evolve(setup: Setup, budget: Budget, method: str) -> tuple[Path, int]:
         "seed": setup.seed,
         "selection": {"method": "tournament", "survivors": 2, "elites": 1, "tournamentSize": 2},
         "crossover": {"method": "nora", "temperature": 0.1},
-        "mutation": {"sigma": 0.001, "rankGrowProbability": 0.2, "rankShrinkProbability": 0.1, "maxRank": 16},
-        "adapter": {
-            "initialRank": 4,
-            "alpha": 8,
-            "targetModules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "mutation": {
+            "sigma": 0.001,
+            "rankGrowProbability": 0.2,
+            "rankShrinkProbability": 0.1,
+            "maxRank": 16,
+            "hyperparameters": {"learningRate": [5e-5, 5e-4]},
         },
+        "adapter": {"initialRank": RANK, "alpha": 2 * RANK, "targetModules": TARGETS},
         "training": _training(budget, budget.steps, method),
         "parallelism": 2,
     }
@@ -186,6 +194,7 @@ def single_irpo(setup: Setup, budget: Budget, total_steps: int) -> Path:
             _training(budget, per_iteration),
             folder,
             setup.seed + iteration,
+            generation=iteration,  # the prompt window NoRA's generation of that number trains on
         )
         _train(task, folder)
         adapter = folder / "adapter"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nora.trainer.data import load_split, parse_jsonl
+from nora.trainer.data import Example, load_split, parse_jsonl, prompt_window
 from nora.trainer.entrypoint import load_job, main, one_line, read_task, write_termination_message
 from nora.trainer.errors import TrainerInputError
 from nora.trainer.irpo_config import AdapterRef, IrpoConfig
@@ -164,3 +164,10 @@ def test_termination_log_is_skipped_when_not_writable(
     monkeypatch.setattr("nora.trainer.entrypoint.TERMINATION_LOG", str(tmp_path / "absent" / "log"))
     write_termination_message("nora train: error: x")  # must not raise
     assert not (tmp_path / "absent").exists()
+
+
+def test_each_generation_trains_on_the_next_window_of_prompts() -> None:
+    rows = [Example(question=f"q{i}", solution="s", answer=str(i)) for i in range(5)]
+    questions = [[r.question for r in prompt_window(rows, 2, g)] for g in range(4)]
+    assert questions == [["q0", "q1"], ["q2", "q3"], ["q4", "q0"], ["q1", "q2"]]
+    assert prompt_window(rows, 9, 3) == rows  # more prompts than rows: all of them

@@ -100,6 +100,24 @@ def load_split(uri: str, split: str, limit: int | None = None) -> list[Example]:
     raise TrainerInputError(f"{uri}: empty file; the {split} split needs at least one row")
 
 
+def prompt_window(rows: Sequence[Example], count: int, generation: int) -> list[Example]:
+    """The ``count`` training rows of generation ``generation``: a window that moves by ``count`` rows
+    per generation and wraps around, so successive generations (IRPO iterations) train on new prompts.
+
+    Args:
+        rows: the whole train split.
+        count: prompts per genome (``training.maxPrompts``).
+        generation: the genome's generation (0 takes the first ``count`` rows).
+
+    Returns:
+        ``min(count, len(rows))`` rows, in file order from the window's start.
+    """
+    if count >= len(rows):
+        return list(rows)
+    start = (generation * count) % len(rows)
+    return [rows[(start + offset) % len(rows)] for offset in range(count)]
+
+
 def format_prompts(rows: Sequence[Example], template: str) -> list[str]:
     """Each row's question put into ``template`` (before any chat template)."""
     return [template.format(question=row.question) for row in rows]

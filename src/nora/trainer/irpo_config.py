@@ -47,7 +47,8 @@ class IrpoConfig:
         learning_rate: AdamW learning rate (linear decay to zero).
         max_steps: optimiser steps (the pairs are cycled through as often as needed).
         batch_size: pairs per optimiser step.
-        max_prompts: training prompts used (the first rows of the train file).
+        max_prompts: training prompts per genome: generation ``g`` takes the rows from ``g * max_prompts``
+            on (wrapping around the file), so successive generations train on new prompts.
         max_new_tokens: generation budget per completion.
         eval_prompts: eval prompts used for greedy accuracy (the first rows of the eval file).
         heldout_prompts: eval prompts whose sampled pairs give the held-out IRPO loss

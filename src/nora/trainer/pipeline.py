@@ -29,7 +29,7 @@ from nora.evolution.genome_store import download_genome, upload_genome
 from nora.genetics import Genome, derive_seed, load_genome, save_genome
 from nora.storage import LocalStore, StoreError, open_uri
 from nora.trainer import models
-from nora.trainer.data import Example, format_prompts, load_split
+from nora.trainer.data import Example, format_prompts, load_split, prompt_window
 from nora.trainer.errors import TrainerError, TrainerInputError
 from nora.trainer.evaluate import Accuracy, HeldoutLoss, PairLogps, greedy_accuracy, irpo_loss, pair_logps
 from nora.trainer.irpo_config import TrainerJob
@@ -120,7 +120,8 @@ def _load(state: _State) -> None:
     job = state.job
     state.eval_rows = load_split(job.eval_uri, "eval", job.irpo.eval_prompts)
     if job.irpo.trains:
-        state.train_rows = load_split(job.train_uri, "train", job.irpo.max_prompts)
+        every_row = load_split(job.train_uri, "train")
+        state.train_rows = prompt_window(every_row, job.irpo.max_prompts, job.generation)
     source = models.resolve_model(job.base_model.uri, state.scratch)
     state.tokenizer = models.load_tokenizer(source, job.base_model)
     base = models.load_base_model(source, job.base_model)
