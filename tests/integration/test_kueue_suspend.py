@@ -27,7 +27,6 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.test_operator_support import (
     OperatorProcess,
@@ -99,18 +98,10 @@ def _starts(gates: Path, genome: str) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def _reconcile_passes(operator: OperatorProcess) -> int:
-    for family in text_string_to_metric_families(operator.metrics()):
-        for sample in family.samples:
-            if sample.name == "nora_reconcile_duration_seconds_count":
-                return int(sample.value)
-    raise AssertionError("the operator exports no nora_reconcile_duration_seconds_count")
-
-
 def _holds(operator: OperatorProcess, check: Callable[[], str], what: str) -> None:
     """``check`` (which returns a problem, or "" when all is well) passes on every poll until the operator
     has made ``PASSES`` more reconcile passes; the first problem fails the test."""
-    first = _reconcile_passes(operator)
+    first = operator.reconcile_passes()
     problems: list[str] = []
 
     def probe() -> bool:
@@ -118,7 +109,7 @@ def _holds(operator: OperatorProcess, check: Callable[[], str], what: str) -> No
         if problem:
             problems.append(problem)
             return True
-        return _reconcile_passes(operator) >= first + PASSES
+        return operator.reconcile_passes() >= first + PASSES
 
     wait_for(probe, timeout=60, what=f"{PASSES} reconcile passes while {what}", on_timeout=operator.describe)
     assert not problems, f"while {what}: {problems[0]}\n{operator.describe()}"

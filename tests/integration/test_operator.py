@@ -23,6 +23,7 @@ from tests.integration.test_operator_support import (
     get_generation,
     get_population,
     install_crds,
+    job_running,
     jobs_of,
     population,
     s3_objects,
@@ -259,10 +260,6 @@ def test_a_population_evolves_with_retries_lineage_and_bounded_parallelism(
     assert "best.json" in s3_objects(s3_server, "nora/evo/best/")  # data kept without storage.cleanup
 
 
-def _job_running(kube_api: KubeHTTP, namespace: str, population: str) -> bool:
-    return any((j.get("status") or {}).get("active") for j in jobs_of(kube_api, namespace, population))
-
-
 def _generation_views(kube_api: KubeHTTP, namespace: str, name: str, count: int) -> list[JSON]:
     """Every generation's lineage and results with the population name taken out (comparable)."""
     views = []
@@ -315,9 +312,9 @@ def test_restarts_create_nothing_twice_and_change_no_result(
             kubectl("apply", "-f", "-", stdin=population("twin", ns, s3_server, storage=storage))
 
         operator = operators[bumpy]
-        wait_for(lambda: _job_running(kube_api, bumpy, "twin"), timeout=120, what="a Job running")
+        wait_for(lambda: job_running(kube_api, bumpy, "twin"), timeout=120, what="a Job running")
         operator.kill()
-        assert _job_running(kube_api, bumpy, "twin")  # the Jobs go on without the operator
+        assert job_running(kube_api, bumpy, "twin")  # the Jobs go on without the operator
         operator.start()
 
         def nearly_done() -> bool:

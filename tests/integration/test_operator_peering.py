@@ -9,7 +9,6 @@ cannot say goodbye) the other takes over once the dead one's peering record expi
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from tests.integration.test_operator_support import (
     OperatorProcess,
     install_crds,
+    job_running,
     jobs_of,
     population,
     s3_secret,
@@ -50,12 +50,6 @@ def _replica(plane: ControlPlane, namespace: str, folder: Path, priority: int) -
 
 def _logged(operator: OperatorProcess, text: str) -> bool:
     return operator.log.exists() and text in operator.log.read_text(errors="replace")
-
-
-def _reconcile_passes(operator: OperatorProcess) -> float:
-    found = re.search(r"^nora_reconcile_duration_seconds_count (\S+)$", operator.metrics(), re.MULTILINE)
-    assert found is not None
-    return float(found.group(1))
 
 
 def _peers(kube_api: KubeHTTP, namespace: str) -> JSON:
@@ -94,13 +88,13 @@ def test_the_standby_replica_waits_then_takes_over_and_creates_nothing_twice(
 
         kubectl("apply", "-f", "-", stdin=population("pair", namespace, s3_server, maxGenerations=2))
         wait_for(
-            lambda: any((j.get("status") or {}).get("active") for j in jobs_of(kube_api, namespace, "pair")),
+            lambda: job_running(kube_api, namespace, "pair"),
             timeout=120,
             what="a Job of the active replica running",
             on_timeout=active.describe,
         )
-        assert _reconcile_passes(active) > 0
-        assert _reconcile_passes(standby) == 0  # paused: it has not touched the Population
+        assert active.reconcile_passes() > 0
+        assert standby.reconcile_passes() == 0  # paused: it has not touched the Population
         assert not _logged(standby, "Resuming operations")
 
         active.kill()
@@ -112,7 +106,7 @@ def test_the_standby_replica_waits_then_takes_over_and_creates_nothing_twice(
         )
         done = wait_phase(kube_api, namespace, "pair", ("Succeeded", "Failed"), 600, standby)
         assert (done["status"]["phase"], done["status"]["completedGenerations"]) == ("Succeeded", 2)
-        assert _reconcile_passes(standby) > 0
+        assert standby.reconcile_passes() > 0
 
         jobs = jobs_of(kube_api, namespace, "pair")
         assert Counter(j["metadata"]["labels"]["nora.dev/generation"] for j in jobs) == {"0": 4, "1": 3}

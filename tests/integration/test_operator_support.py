@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.controlplane import free_port
 from tests.support.fixtures import Kubectl
@@ -177,6 +178,14 @@ class OperatorProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
             return str(reply.read().decode())
 
+    def reconcile_passes(self) -> int:
+        """Reconcile passes the operator has run so far (its ``nora_reconcile_duration_seconds_count``)."""
+        for family in text_string_to_metric_families(self.metrics()):
+            for sample in family.samples:
+                if sample.name == "nora_reconcile_duration_seconds_count":
+                    return int(sample.value)
+        raise AssertionError("the operator exports no nora_reconcile_duration_seconds_count")
+
     def kill(self) -> None:
         """SIGKILL the operator's whole process group (the operator and its breeding process)."""
         assert self.process is not None
@@ -229,6 +238,11 @@ def wait_phase(
 def jobs_of(api: KubeHTTP, namespace: str, population: str) -> list[JSON]:
     selector = f"nora.dev/population={population}"
     return list(api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs", labelSelector=selector)["items"])
+
+
+def job_running(api: KubeHTTP, namespace: str, population: str) -> bool:
+    """Whether any of the Population's Jobs has an active Pod."""
+    return any((j.get("status") or {}).get("active") for j in jobs_of(api, namespace, population))
 
 
 def events_of(api: KubeHTTP, namespace: str, kind: str, name: str) -> list[JSON]:

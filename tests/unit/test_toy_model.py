@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from nora.api.defaults import DEFAULT_PROMPT_TEMPLATE
-from nora.toy import cache, pretrain
+from nora.toy import cache, evaluate, pretrain
 from nora.toy import model as toy_model
 from nora.toy.cli import app
 from nora.toy.config import ToyEvalConfig, ToyModelConfig, ToyTrainConfig
@@ -98,7 +98,7 @@ def test_reloaded_accuracy_matches_the_recorded_one(tiny: Path) -> None:
     info = cache.read_toy_info(out)
     assert info is not None
     rows = generate_rows(TINY_EVAL.data_seed, TINY_EVAL.rows, "eval")
-    assert toy_model.evaluate_accuracy(out, rows, max_new_tokens=16) == info.eval_accuracy
+    assert evaluate.evaluate_accuracy(out, rows, max_new_tokens=16) == info.eval_accuracy
 
 
 def test_same_seed_gives_identical_bytes_and_other_seeds_differ(
@@ -177,9 +177,9 @@ def test_cli_model_prints_a_summary_and_rejects_a_file_as_out(
 def test_sampling_is_seeded_and_leaves_the_global_rng_alone(tiny: Path) -> None:
     rows = generate_rows(0, 4, "train")
     state = torch.random.get_rng_state()
-    first = toy_model.mixed_sample_fraction(tiny, rows, samples=2, seed=3, max_new_tokens=16)
+    first = evaluate.mixed_sample_fraction(tiny, rows, samples=2, seed=3, max_new_tokens=16)
     assert torch.equal(torch.random.get_rng_state(), state)
-    assert toy_model.mixed_sample_fraction(tiny, rows, samples=2, seed=3, max_new_tokens=16) == first
+    assert evaluate.mixed_sample_fraction(tiny, rows, samples=2, seed=3, max_new_tokens=16) == first
     assert 0.0 <= first <= 1.0
 
 

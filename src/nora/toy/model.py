@@ -5,14 +5,13 @@ and saves both in Hugging Face format (safetensors) with a ``nora-toy.json`` des
 result is cached under ``$NORA_CACHE_DIR/toy/<key>`` (see :mod:`nora.toy.cache`); it is trained in a
 scratch directory renamed into place, so an interrupted build never leaves a half-written cache entry.
 A second call copies the cached files, or does nothing when ``out_dir`` already holds the same key; it
-never imports torch. :func:`evaluate_accuracy` and :func:`mixed_sample_fraction` measure a saved model.
+never imports torch. :mod:`nora.toy.evaluate` measures a saved model.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 from nora.toy import cache
@@ -25,7 +24,7 @@ from nora.toy.config import (
     ToyModelConfig,
     ToyTrainConfig,
 )
-from nora.toy.data import DEFAULT_TASK, Row, ToyTaskConfig
+from nora.toy.data import DEFAULT_TASK, ToyTaskConfig
 
 
 def _build_cached(build: cache.ToyBuild, progress: Progress | None) -> Path:
@@ -72,24 +71,3 @@ def build_toy_model(
     if out_dir.resolve() != cached.resolve():
         cache.install(cached, out_dir)
     return out_dir
-
-
-def evaluate_accuracy(model_dir: Path, rows: Sequence[Row], max_new_tokens: int | None = None) -> float:
-    """Greedy exact-match accuracy of the model saved in ``model_dir`` on ``rows``."""
-    from nora.toy import evaluate
-
-    return evaluate.evaluate_accuracy(model_dir, rows, max_new_tokens)
-
-
-def mixed_sample_fraction(
-    model_dir: Path,
-    rows: Sequence[Row],
-    samples: int = 8,
-    temperature: float = 1.0,
-    seed: int = 0,
-    max_new_tokens: int | None = None,
-) -> float:
-    """Fraction of prompts whose ``samples`` answers sampled at ``temperature`` are partly right."""
-    from nora.toy import evaluate
-
-    return evaluate.mixed_sample_fraction(model_dir, rows, samples, temperature, seed, max_new_tokens)
