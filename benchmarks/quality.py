@@ -8,12 +8,15 @@ as the whole NoRA population used, spread over as many IRPO iterations as NoRA h
 
     python benchmarks/quality.py                 # 3 seeds, population 4, 3 generations (tens of minutes)
     python benchmarks/quality.py --quick         # one seed, tiny budgets (smoke test)
+
+Each seed's folder under ``--work`` is deleted and rebuilt first, so a rerun never reuses old results.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -124,6 +127,8 @@ class Setup:
 
 
 def _setup(seed: int, budget: Budget, work: Path) -> Setup:
+    """A fresh work folder for one seed: a leftover ``nora run`` folder would resume an old run."""
+    shutil.rmtree(work, ignore_errors=True)
     train, evaluation = write_dataset(work / "data", seed=seed, n_eval=budget.eval_prompts)
     _, other = write_dataset(work / "other", seed=seed + 1000, n_eval=budget.test_prompts * 2)
     seen = {row["question"] for row in read_jsonl(evaluation)}

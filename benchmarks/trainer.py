@@ -12,7 +12,7 @@ Settings (see :class:`Budget`; flags override them): LoRA rank 8 / alpha 16 on q
 prompt; temperature 1; beta 0.1; learning rate 1e-4; NLL weight 4 (with TRL's per-token-mean NLL a weight
 near 1 lets the token-summed DPO term dominate and accuracy fell in our sweeps); 96 new tokens.
 
-    python benchmarks/trainer.py                 # both parts (about 4-6 minutes on 2 shared cores)
+    python benchmarks/trainer.py                 # both parts (about 4 minutes on 2 cores)
     python benchmarks/trainer.py --quick         # tiny budgets, one seed (seconds; a smoke test)
 
 The host's load average is printed with the results: on a shared machine the times are upper bounds.

@@ -51,6 +51,22 @@ def test_worked_solution_shows_carries_and_partial_results() -> None:
         data.worked_solution(-1, 3)
 
 
+def test_direct_answers_replace_a_seeded_share_of_solutions_by_their_last_line() -> None:
+    rows = data.generate_rows(2, 2000)
+    original = [dict(row) for row in rows]
+    mixed = data.with_direct_answers(rows, 0.5, seed=9)
+    assert rows == original  # the input is not modified
+    assert mixed == data.with_direct_answers(rows, 0.5, seed=9)
+    assert mixed != data.with_direct_answers(rows, 0.5, seed=10)
+    bare = [m for m, r in zip(mixed, rows, strict=True) if m != r]
+    assert 900 < len(bare) < 1100
+    for row in bare:
+        assert row["solution"] == f"#### {row['answer']}"
+        assert re.search(DEFAULT_ANSWER_PATTERN, row["solution"]) is not None
+    assert {(m["question"], m["answer"]) for m in mixed} == {(r["question"], r["answer"]) for r in rows}
+    assert data.with_direct_answers(rows, 0.0, seed=9) == rows
+
+
 def test_difficulty_mix_follows_the_task_config() -> None:
     rows = data.generate_rows(0, 100, task=data.ToyTaskConfig(digit_weights=((2, 1.0),)))
     lengths = {max(len(n) for n in re.findall(r"\d+", row["question"])) for row in rows}

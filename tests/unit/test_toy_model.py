@@ -205,3 +205,8 @@ def test_a_cache_hit_never_imports_torch(tiny: Path, tmp_path: Path, shared_cach
     )
     assert result.returncode == 0, result.stderr
     assert _sha256(out / "model.safetensors") == _sha256(tiny / "model.safetensors")
+
+
+def test_a_config_without_worked_solutions_is_refused() -> None:
+    with pytest.raises(ValueError, match="direct_answer_fraction"):
+        ToyTrainConfig(direct_answer_fraction=1.0)

@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM
 
 from nora.api.defaults import DEFAULT_ANSWER_PATTERN
 from nora.genetics import load_genome
+from nora.toy.cache import read_toy_info
 from nora.toy.data import extract_answer, read_jsonl, write_dataset
 from nora.toy.model import build_toy_model
 from nora.trainer import entrypoint, pipeline
@@ -46,6 +47,12 @@ TINY_TRAINING = {
 @pytest.fixture(scope="module")
 def toy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_toy_model(tmp_path_factory.mktemp("toy") / "model")
+
+
+def test_the_default_toy_model_is_partially_right(toy_dir: Path) -> None:
+    info = read_toy_info(toy_dir)
+    assert info is not None
+    assert 0.2 <= info.eval_accuracy <= 0.6, f"toy base greedy accuracy {info.eval_accuracy}"
 
 
 @pytest.fixture(scope="module")

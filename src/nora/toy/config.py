@@ -26,7 +26,7 @@ class ToyModelConfig:
 class ToyTrainConfig:
     """Pre-training budget and optimiser settings."""
 
-    steps: int = 400
+    steps: int = 1000
     batch_size: int = 32
     learning_rate: float = 3e-3
     min_lr_ratio: float = 0.1
@@ -35,6 +35,15 @@ class ToyTrainConfig:
     grad_clip: float = 1.0
     pool_size: int = 16_000
     num_threads: int = 1
+    direct_answer_fraction: float = 0.5
+    """Share of pre-training examples whose completion is only the final line ``#### <answer>``."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.direct_answer_fraction < 1.0:
+            raise ValueError(
+                f"direct_answer_fraction must be in [0, 1), got {self.direct_answer_fraction}: "
+                "some examples must show the worked solution"
+            )
 
 
 @dataclass(frozen=True)

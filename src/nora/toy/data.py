@@ -12,8 +12,9 @@ last partial result is the answer::
 
 Every question belongs to exactly one partition ("train" or "eval"), decided by a hash of its text, so
 the train and eval splits are disjoint for every pair of seeds and the toy model's pre-training data
-(drawn from the "train" partition) never contains an eval question. Only the standard library is used:
-generating data never imports torch.
+(drawn from the "train" partition) never contains an eval question. Dataset rows always carry the worked
+solution; only the toy model's pre-training mix shows some answers bare (:func:`with_direct_answers`).
+Only the standard library is used: generating data never imports torch.
 """
 
 from __future__ import annotations
@@ -146,6 +147,31 @@ def generate_rows(seed: int, n: int, split: Split = "train", task: ToyTaskConfig
         if len(rows) == n:
             break
     return rows
+
+
+def direct_answer(row: Row) -> Row:
+    """``row`` with its solution cut to the final line ``#### <answer>`` (no working shown)."""
+    return {**row, "solution": row["solution"].splitlines()[-1]}
+
+
+def with_direct_answers(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
+    """``rows`` with a seeded share ``fraction`` of them replaced by :func:`direct_answer`.
+
+    The toy model pre-trains on this mix, like a corpus where many answers come without their working.
+    It learns both habits: its greedy answer is often the bare guess (rarely right), while its sampled
+    answers often work the columns (right far more often). That gap between what the model answers
+    greedily and what its sampled chains of thought can reach is the one IRPO closes.
+
+    Args:
+        rows: rows with worked solutions.
+        fraction: the probability, drawn per row, of showing the bare answer only.
+        seed: seeds the draw (its own ``random.Random``; the global RNG is untouched).
+
+    Returns:
+        A new list of the same length; the input rows are not modified.
+    """
+    pick = random.Random(f"nora-toy-direct/{seed}")
+    return [direct_answer(row) if pick.random() < fraction else row for row in rows]
 
 
 def write_jsonl(path: Path, rows: Sequence[Row]) -> None:

@@ -1,6 +1,8 @@
-"""Deterministic CPU pre-training of the toy model on prompt + worked solution.
+"""Deterministic CPU pre-training of the toy model on prompt + solution.
 
-The loss covers the completion (solution and ``</s>``) only. All randomness is explicit: the weights are
+Half the examples (``ToyTrainConfig.direct_answer_fraction``) show only the bare final line instead of
+the worked solution (see :func:`nora.toy.data.with_direct_answers`). The loss covers the completion
+(solution and ``</s>``) only. All randomness is explicit: the weights are
 initialised inside ``torch.random.fork_rng`` from the seed, the data order comes from a seeded
 ``torch.Generator``, there is no dropout, the thread count is fixed and deterministic algorithms are on,
 so the same seed and configs give byte-identical weights on a given machine.
@@ -23,7 +25,7 @@ from transformers.utils import logging as hf_logging
 from nora.api.defaults import DEFAULT_PROMPT_TEMPLATE
 from nora.toy.cache import ToyBuild, ToyModelInfo, write_toy_info
 from nora.toy.config import Progress, ToyModelConfig, ToyTrainConfig
-from nora.toy.data import Row, generate_rows, iter_rows
+from nora.toy.data import Row, generate_rows, iter_rows, with_direct_answers
 from nora.toy.evaluate import accuracy
 from nora.toy.tokenizer import build_tokenizer, toy_alphabet
 
@@ -180,8 +182,12 @@ def train_into(out_dir: Path, build: ToyBuild, key: str, progress: Progress | No
     """Pre-train, evaluate and save one toy model into ``out_dir``, ``nora-toy.json`` last."""
     started = time.monotonic()
     tokenizer = build_tokenizer(toy_alphabet([DEFAULT_PROMPT_TEMPLATE]), build.model.max_position_embeddings)
-    rows = iter_rows(build.seed, "train", build.task, stream="pretrain")
-    examples = encode_rows(list(itertools.islice(rows, build.train.pool_size)), tokenizer)
+    rows = list(
+        itertools.islice(iter_rows(build.seed, "train", build.task, stream="pretrain"), build.train.pool_size)
+    )
+    examples = encode_rows(
+        with_direct_answers(rows, build.train.direct_answer_fraction, build.seed), tokenizer
+    )
     model = init_model(llama_config(build.model, tokenizer), build.seed)
     losses = pretrain(model, examples, build.train, build.seed, tokenizer.pad_token_id, progress)
     eval_rows = generate_rows(build.evaluation.data_seed, build.evaluation.rows, "eval", build.task)
