@@ -1,8 +1,8 @@
 """Deterministic CPU pre-training of the toy model on prompt + solution.
 
-Half the examples (``ToyTrainConfig.direct_answer_fraction``) show only the bare final line instead of
-the worked solution (see :func:`nora.toy.data.with_direct_answers`). The loss covers the completion
-(solution and ``</s>``) only. All randomness is explicit: the weights are
+A seeded share of the examples (``ToyTrainConfig.direct_answer_fraction``, half by default) shows only
+the bare final line instead of the worked solution (see :func:`nora.toy.data.with_direct_answers`). The
+loss covers the completion (solution and ``</s>``) only. All randomness is explicit: the weights are
 initialised inside ``torch.random.fork_rng`` from the seed, the data order comes from a seeded
 ``torch.Generator``, there is no dropout, the thread count is fixed and deterministic algorithms are on,
 so the same seed and configs give byte-identical weights on a given machine.
