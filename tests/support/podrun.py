@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from nora.evolution import contract
 from tests.support.kubeapi import JSON
 from tests.support.podenv import expand
 
-TERMINATION_LOG_ENV = "NORA_TERMINATION_LOG"
+TERMINATION_LOG_ENV = contract.ENV_TERMINATION_LOG
 MAX_MESSAGE_BYTES = 4096
 FALLBACK_LOG_BYTES = 2048
 RESTART_BACKOFF = (1.0, 30.0)  # first and maximum restart delay (the real kubelet uses 10 s .. 5 min)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from nora.api.defaults import DEFAULT_ANSWER_PATTERN
+from nora.evolution import contract
 from nora.genetics import load_genome
 from nora.toy.cache import read_toy_info
 from nora.toy.data import extract_answer, read_jsonl, write_dataset
@@ -296,7 +297,7 @@ def test_cli_process_contract_on_bad_input(tmp_path: Path, data: tuple[Path, Pat
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(f"nora train: error: {path}: invalid genome.json")
     assert (tmp_path / "term").read_text(encoding="utf-8").strip() == lines[-1]
-    assert entrypoint.TERMINATION_LOG == "/dev/termination-log"
+    assert contract.TERMINATION_LOG == "/dev/termination-log"
 
 
 def test_benchmark_quick_runs(tmp_path: Path, toy_dir: Path) -> None:

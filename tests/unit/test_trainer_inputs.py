@@ -161,7 +161,7 @@ def test_termination_log_is_skipped_when_not_writable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NORA_TERMINATION_LOG", raising=False)
-    monkeypatch.setattr("nora.trainer.entrypoint.TERMINATION_LOG", str(tmp_path / "absent" / "log"))
+    monkeypatch.setattr("nora.evolution.contract.TERMINATION_LOG", str(tmp_path / "absent" / "log"))
     write_termination_message("nora train: error: x")  # must not raise
     assert not (tmp_path / "absent").exists()
 

@@ -8,7 +8,6 @@ writing behind the back of its resumption. With several GPUs each worker slot ge
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from nora.evolution import contract
 
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "nora", "train", "--genome")
 _PR_SET_PDEATHSIG = 1
@@ -71,12 +72,7 @@ def read_outcome(exit_code: int, log_path: Path, offset: int, termination_log: P
     with log_path.open("rb") as log:
         log.seek(offset)
         lines = [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
-    summary = None
-    if lines and lines[-1].startswith("{"):
-        try:
-            summary = json.loads(lines[-1])
-        except json.JSONDecodeError:
-            summary = None
+    summary = contract.parse_summary_line(lines[-1]) if lines else None
     reason = termination_log.read_text().strip() if termination_log.exists() else ""
     if exit_code != 0 and not reason:
         reason = lines[-1] if lines else f"exited with code {exit_code} and printed nothing"
@@ -130,4 +126,4 @@ def worker_environment(slot: int, workers: int, gpus: int, cpus: int) -> dict[st
     if gpus > 1:
         return {"CUDA_VISIBLE_DEVICES": str(slot % gpus)}
     threads = str(max(1, cpus // max(1, workers)))
-    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "NORA_TORCH_THREADS": threads}
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, contract.ENV_NUM_THREADS: threads}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nora.api.population import PopulationSpec
+from nora.evolution import contract
 from nora.operator.objects import (
     GENERATION_LABEL,
     GENOME_LABEL,
@@ -28,7 +29,6 @@ from nora.operator.objects import (
 )
 
 CONTAINER = "trainer"
-INPUT_ERROR_EXIT_CODE = 2
 """The trainer's exit code for bad input (genome.json, data, model): retrying cannot help."""
 SCRATCH_ENV = {"HOME": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache", "HF_HOME": "/tmp/huggingface"}
 JobPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
@@ -80,9 +80,9 @@ def _environment(request: JobRequest, endpoint: str | None, region: str | None) 
     user = list(request.spec.template.env)
     named = {str(var.get("name")) for var in user}
     ours: list[JSON] = [
-        {"name": "NORA_POPULATION", "value": request.population},
-        {"name": "NORA_GENERATION", "value": str(request.generation)},
-        {"name": "NORA_GENOME", "value": request.genome},
+        {"name": contract.ENV_POPULATION, "value": request.population},
+        {"name": contract.ENV_GENERATION, "value": str(request.generation)},
+        {"name": contract.ENV_GENOME, "value": request.genome},
         *({"name": k, "value": v} for k, v in SCRATCH_ENV.items()),
         *storage_env(request.spec, endpoint, region),
     ]
@@ -164,7 +164,7 @@ def build_job(request: JobRequest, endpoint: str | None = None, region: str | No
                         "onExitCodes": {
                             "containerName": CONTAINER,
                             "operator": "In",
-                            "values": [INPUT_ERROR_EXIT_CODE],
+                            "values": [contract.EXIT_INPUT_ERROR],
                         },
                     },
                 ]

@@ -18,7 +18,6 @@ sampling a large model runs out of GPU memory).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -33,16 +32,13 @@ from pydantic import ValidationError
 
 from nora.api.base import ApiValidationError, describe_validation_error
 from nora.api.task import GenomeTask
+from nora.evolution import contract
 from nora.genetics import GeneticsError
 from nora.trainer.data import read_uri
 from nora.trainer.errors import TrainerError, TrainerInputError
 from nora.trainer.irpo_config import TrainerJob, job_from_task
 from nora.trainer.pipeline import RunResult, run_job
 
-TERMINATION_LOG = "/dev/termination-log"
-TERMINATION_LOG_ENV = "NORA_TERMINATION_LOG"
-THREADS_ENV = "NORA_NUM_THREADS"
-GENERATION_BATCH_ENV = "NORA_GENERATION_BATCH_SIZE"
 INPUT_ERRORS: tuple[type[Exception], ...] = (TrainerInputError, GeneticsError, ApiValidationError)
 log = logging.getLogger("nora.trainer")
 
@@ -60,11 +56,11 @@ def read_task(uri: str) -> GenomeTask:
 def load_job(uri: str) -> TrainerJob:
     """The :class:`TrainerJob` of the genome.json at ``uri`` (``$NORA_GENERATION_BATCH_SIZE`` applied)."""
     job = job_from_task(read_task(uri))
-    batch = os.environ.get(GENERATION_BATCH_ENV)
+    batch = os.environ.get(contract.ENV_GENERATION_BATCH_SIZE)
     if not batch:
         return job
     if not batch.isdigit() or int(batch) < 1:
-        raise TrainerInputError(f"{GENERATION_BATCH_ENV}: must be a positive integer (got {batch!r})")
+        raise TrainerInputError(f"{contract.ENV_GENERATION_BATCH_SIZE}: must be a positive integer (got {batch!r})")
     return replace(job, irpo=replace(job.irpo, generation_batch_size=int(batch)))
 
 
@@ -94,8 +90,8 @@ def one_line(error: BaseException) -> str:
 
 def write_termination_message(message: str) -> None:
     """Write ``message`` where Kubernetes reads the termination message, when that is possible."""
-    override = os.environ.get(TERMINATION_LOG_ENV)
-    path = Path(override) if override else Path(TERMINATION_LOG)
+    override = os.environ.get(contract.ENV_TERMINATION_LOG)
+    path = Path(override) if override else Path(contract.TERMINATION_LOG)
     if not override and not (path.exists() and os.access(path, os.W_OK)):
         return
     with contextlib.suppress(OSError):
@@ -128,10 +124,10 @@ def configure_runtime() -> None:
     datasets.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    threads = os.environ.get(THREADS_ENV)
+    threads = os.environ.get(contract.ENV_NUM_THREADS)
     if threads:
         if not threads.isdigit() or int(threads) < 1:
-            raise TrainerInputError(f"{THREADS_ENV}: must be a positive integer (got {threads!r})")
+            raise TrainerInputError(f"{contract.ENV_NUM_THREADS}: must be a positive integer (got {threads!r})")
         torch.set_num_threads(int(threads))
 
 
@@ -143,11 +139,11 @@ def main(genome_uri: str, stdout: TextIO | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             result = run_job(load_job(genome_uri))
     except Exception as error:
-        if os.environ.get("NORA_DEBUG"):
+        if os.environ.get(contract.ENV_DEBUG):
             traceback.print_exc(file=sys.stderr)
-        message = f"nora train: error: {one_line(error)}"
+        message = f"{contract.ERROR_PREFIX}{one_line(error)}"
         print(message, file=sys.stderr, flush=True)
         write_termination_message(message)
-        return 2 if isinstance(error, INPUT_ERRORS) else 1
-    print(json.dumps(summary(result), sort_keys=True), file=out, flush=True)
-    return 0
+        return contract.EXIT_INPUT_ERROR if isinstance(error, INPUT_ERRORS) else contract.EXIT_FAILED
+    print(contract.summary_line(summary(result)), file=out, flush=True)
+    return contract.EXIT_SUCCEEDED

@@ -1,0 +1,87 @@
+"""The trainer process's contract with whatever runs it (the operator's Job builder, the local executor).
+
+``nora train --genome URI`` reads its task from ``URI`` and ends in one of three ways:
+
+- exit :data:`EXIT_SUCCEEDED`: its outputs are in the store (``metrics.json`` written last, the one
+  source of fitness for both drivers) and the last stdout line is the JSON :func:`summary_line`;
+- exit :data:`EXIT_INPUT_ERROR`: the input is wrong (task, data, model, adapter): running it again
+  cannot help, so no driver retries it;
+- any other exit code: a failure that a retry may cure.
+
+On failure the last stderr line is ``ERROR_PREFIX + reason``, also written to the termination message
+file (:data:`ENV_TERMINATION_LOG` when set, else Kubernetes' :data:`TERMINATION_LOG`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+EXIT_SUCCEEDED = 0
+EXIT_FAILED = 1
+EXIT_INPUT_ERROR = 2
+
+ENV_POPULATION = "NORA_POPULATION"
+ENV_GENERATION = "NORA_GENERATION"
+ENV_GENOME = "NORA_GENOME"
+ENV_NUM_THREADS = "NORA_NUM_THREADS"
+"""torch's CPU thread count in the trainer (default: torch's own)."""
+ENV_GENERATION_BATCH_SIZE = "NORA_GENERATION_BATCH_SIZE"
+"""The most sequences per ``generate`` call (lower it when sampling runs out of GPU memory)."""
+ENV_TERMINATION_LOG = "NORA_TERMINATION_LOG"
+ENV_DEBUG = "NORA_DEBUG"
+"""When set, a failure also prints its traceback to stderr."""
+TERMINATION_LOG = "/dev/termination-log"
+ERROR_PREFIX = "nora train: error: "
+
+METRICS_FILE = "metrics.json"
+ADAPTER_DIR = "adapter"
+SAMPLES_FILE = "samples.jsonl"
+PAIRS_FILE = "pairs.jsonl"
+SUMMARY_KEYS = (
+    "genome",
+    "fitness",
+    "metric",
+    "goal",
+    "accuracy",
+    "irpo_loss",
+    "metrics",
+    "adapter",
+    "samples",
+    "durations",
+)
+"""The keys of the success summary line (``metrics``, ``adapter`` and ``samples`` are URIs)."""
+
+
+def summary_line(summary: Mapping[str, Any]) -> str:
+    """The one JSON line a successful trainer prints last on stdout."""
+    missing = [key for key in SUMMARY_KEYS if key not in summary]
+    if missing:
+        raise ValueError(f"trainer summary lacks {', '.join(missing)}")
+    return json.dumps({key: summary[key] for key in SUMMARY_KEYS}, sort_keys=True)
+
+
+def parse_summary_line(line: str) -> dict[str, Any] | None:
+    """The summary in ``line``, or ``None`` when it is not one."""
+    if not line.startswith("{"):
+        return None
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) and "fitness" in data else None
+
+
+def retryable(exit_code: int) -> bool:
+    """Whether a failed attempt may succeed if run again (never for bad input)."""
+    return exit_code not in (EXIT_SUCCEEDED, EXIT_INPUT_ERROR)
+
+
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite real number (not a bool), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
