@@ -20,7 +20,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from nora.genetics import load_genome
-from nora.local.report import read_run
+from nora.local.state import load_state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -70,7 +70,8 @@ def test_a_real_local_evolution_stores_lineage_and_reports(tmp_path: Path) -> No
     run_dir = tmp_path / "run"
     finished = nora("run", str(manifest), "--dir", str(run_dir))
     assert finished.returncode == 0, finished.stderr[-3000:]
-    state = read_run(run_dir)
+    state = load_state(run_dir)
+    assert state is not None
     assert (state.phase, len(state.history)) == ("Succeeded", 2)
     for generation in state.generations:
         for plan, result in zip(generation.plans, generation.results, strict=True):
@@ -147,7 +148,9 @@ def test_sigkill_during_a_generation_then_resume_matches_an_uninterrupted_run(tm
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert read_run(resumed_dir).phase == "Running"
+    halfway = load_state(resumed_dir)
+    assert halfway is not None
+    assert halfway.phase == "Running"
     again = nora("run", str(manifest), "--dir", str(resumed_dir))
     assert again.returncode == 0, again.stderr[-3000:]
     assert (resumed_dir / "state.json").read_bytes() == (tmp_path / "straight" / "state.json").read_bytes()

@@ -36,7 +36,6 @@ from tests.integration.test_operator_support import (
     jobs_of,
     population,
     s3_secret,
-    standin_command,
     wait_phase,
 )
 from tests.support.controlplane import ControlPlane
@@ -44,6 +43,7 @@ from tests.support.fixtures import Kubectl
 from tests.support.kubeapi import JSON, KubeHTTP
 from tests.support.kubelet import ProcessKubelet
 from tests.support.s3 import S3Server
+from tests.support.standin import standin_command
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """The operator on the real control plane and S3 server, with a stand-in trainer in the genome Jobs.
 
-The stand-in (``test_operator_support.STANDIN_TRAINER``) reads genome.json from S3 like ``nora train``
+The stand-in (:mod:`tests.support.standin`) reads genome.json from S3 like ``nora train``
 and writes a real adapter and a fitness derived from the adapter's bytes, so breeding, lineage, retries
 and restarts are exercised end to end in seconds per Job. The real trainer runs in tests/e2e.
 """
@@ -8,6 +8,9 @@ and restarts are exercised end to end in seconds per Job. The real trainer runs 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from nora.api.manifest import parse_population
 from tests.integration.test_operator_support import (
     GROUP_PATH,
     OperatorProcess,
+    alive,
     events_of,
     get_generation,
     get_population,
@@ -28,7 +32,6 @@ from tests.integration.test_operator_support import (
     population,
     s3_objects,
     s3_secret,
-    standin_command,
     wait_phase,
 )
 from tests.support.controlplane import ControlPlane
@@ -36,6 +39,7 @@ from tests.support.fixtures import Kubectl
 from tests.support.kubeapi import JSON, KubeHTTP
 from tests.support.kubelet import ProcessKubelet
 from tests.support.s3 import S3Server
+from tests.support.standin import standin_command
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -205,7 +209,7 @@ def test_a_population_evolves_with_retries_lineage_and_bounded_parallelism(
     assert g0 is not None
     broken = next(g for g in g0["status"]["genomes"] if g["id"] == failing)
     assert (broken["phase"], broken["attempts"]) == ("Failed", 2)  # backoffLimit 1: tried twice
-    assert broken["message"] == f"BackoffLimitExceeded: standin: {failing} always fails"
+    assert broken["message"] == f"BackoffLimitExceeded: nora train: error: standin: {failing} always fails"
     pods_of_failing = [
         name for ns, name in kubelet.pods_run() if ns == namespace and name.startswith(failing)
     ]
@@ -249,6 +253,7 @@ def test_a_population_evolves_with_retries_lineage_and_bounded_parallelism(
     assert "nora_breeding_duration_seconds_count" in metrics
     assert "nora_job_duration_seconds_bucket" in metrics
     assert operator.tracebacks() == 0, operator.describe()
+    _report_from_the_store(s3_server, tmp_path / "report", status)
 
     kubectl("delete", "population", "evo", "-n", namespace, "--wait=true", "--timeout=60s")
     wait_for(lambda: not jobs_of(kube_api, namespace, "evo"), timeout=120, what="Jobs garbage-collected")
@@ -258,6 +263,64 @@ def test_a_population_evolves_with_retries_lineage_and_bounded_parallelism(
         what="Generations garbage-collected",
     )
     assert "best.json" in s3_objects(s3_server, "nora/evo/best/")  # data kept without storage.cleanup
+
+
+def _report_from_the_store(s3: S3Server, folder: Path, status: JSON) -> None:
+    """``nora report`` and ``nora status`` read the cluster run from S3 (AWS environment credentials)."""
+    uri = f"s3://{s3.bucket}/nora/evo"
+    env = {**os.environ, **s3.env()}
+    report = subprocess.run(
+        [sys.executable, "-m", "nora", "report", uri, "--out", str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    rows = [line.split("│") for line in report.stdout.splitlines() if line.count("│") >= 8]
+    assert [cells[1].strip() for cells in rows[1:]] == ["0", "1", "2"]  # header, then one row a generation
+    assert [float(cells[2]) for cells in rows[1:]] == pytest.approx([r["best"] for r in status["history"]])
+    assert f"{status['best']['genome']} (" in report.stdout  # the lineage starts at the best genome
+    assert (folder / "fitness.png").stat().st_size > 1000
+    assert (folder / "lineage.png").stat().st_size > 1000
+    state = subprocess.run(
+        [sys.executable, "-m", "nora", "status", uri],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert state.returncode == 0, state.stderr[-3000:]
+    assert (
+        state.stdout.splitlines()[0]
+        == "population evo: Succeeded (MaxGenerations: ran spec.maxGenerations (3) generations)"
+    )
+    assert f"best: {status['best']['genome']} (generation {status['best']['generation']})" in state.stdout
+
+
+def test_the_breeding_process_dies_with_the_operator_process_alone(
+    kube_api: KubeHTTP,
+    kubectl: Kubectl,
+    control_plane: ControlPlane,
+    namespace: str,
+    s3_server: S3Server,
+    tmp_path: Path,
+    start_operator: list[OperatorProcess],
+) -> None:
+    operator = launch(start_operator, control_plane, namespace, tmp_path)
+    s3_secret(kube_api, namespace, s3_server)
+    kubectl("apply", "-f", "-", stdin=population("solo", namespace, s3_server))
+    wait_for(lambda: get_generation(kube_api, namespace, "solo-g0"), timeout=120, what="generation 0 planned")
+    children = operator.children()
+    assert children, "the breeding process runs beside the operator"
+    operator.kill_process_only()
+    wait_for(
+        lambda: not [pid for pid in children if alive(pid)],
+        timeout=30,
+        what=f"the operator's child processes {children} to exit after it was killed",
+    )
 
 
 def _generation_views(kube_api: KubeHTTP, namespace: str, name: str, count: int) -> list[JSON]:

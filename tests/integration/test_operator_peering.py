@@ -21,7 +21,6 @@ from tests.integration.test_operator_support import (
     jobs_of,
     population,
     s3_secret,
-    standin_command,
     wait_phase,
 )
 from tests.support.controlplane import ControlPlane
@@ -29,6 +28,7 @@ from tests.support.fixtures import Kubectl
 from tests.support.kubeapi import JSON, KubeHTTP
 from tests.support.kubelet import ProcessKubelet
 from tests.support.s3 import S3Server
+from tests.support.standin import standin_command
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -93,7 +93,12 @@ def test_the_standby_replica_waits_then_takes_over_and_creates_nothing_twice(
             what="a Job of the active replica running",
             on_timeout=active.describe,
         )
-        assert active.reconcile_passes() > 0
+        wait_for(
+            lambda: active.reconcile_passes() > 0,
+            timeout=30,
+            what="the pass that created the Job to be counted",
+            on_timeout=active.describe,
+        )
         assert standby.reconcile_passes() == 0  # paused: it has not touched the Population
         assert not _logged(standby, "Resuming operations")
 

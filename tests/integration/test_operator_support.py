@@ -4,10 +4,7 @@
   own metrics and liveness ports and log, that tests can kill (SIGKILL) and start again;
 - :func:`install_crds`: the generated CRDs applied with kubectl;
 - :func:`population`: a Population manifest whose storage points at the test S3 server;
-- :data:`STANDIN_TRAINER`: a small stand-in for ``nora train`` for tests of the operator's mechanics: it
-  reads genome.json from S3 like the trainer, fails on purpose for the genomes named in
-  ``$NORA_STANDIN_FAIL`` (exit 1, termination message), else writes a real adapter (the starting one,
-  or a fresh one from the genome's seed) and a deterministic fitness derived from the adapter's bytes.
+- the stand-in trainer lives in :mod:`tests.support.standin`.
 """
 
 from __future__ import annotations
@@ -36,36 +33,6 @@ REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
 GROUP_PATH = "/apis/nora.dev/v1alpha1"
 
-STANDIN_TRAINER = """
-import hashlib, json, os, sys
-from nora.api.task import GenomeTask
-from nora.storage import open_uri
-
-store, key = open_uri(sys.argv[-1])
-task = GenomeTask.model_validate_json(store.read_bytes(key))
-if task.genome in os.environ.get("NORA_STANDIN_FAIL", "").split(","):
-    message = f"standin: {task.genome} always fails"
-    print(message, file=sys.stderr)
-    with open(os.environ.get("NORA_TERMINATION_LOG", "/dev/termination-log"), "w") as log:
-        log.write(message)
-    sys.exit(1)
-from nora.evolution.genome_store import download_genome, upload_genome
-from nora.genetics import init_genome, make_generator
-
-if task.adapter.uri:
-    genome = download_genome(*open_uri(task.adapter.uri))
-else:
-    shapes = {f"model.layers.0.self_attn.{m}": (16, 16) for m in task.adapter.target_modules}
-    genome = init_genome(shapes, task.adapter.rank, task.adapter.alpha, make_generator(task.seed), b_std=0.01)
-out_store, out = open_uri(task.output)
-upload_genome(out_store, f"{out}/adapter", genome)
-weights = b"".join(m.a.numpy().tobytes() + m.b.numpy().tobytes() for m in genome.modules.values())
-fitness = int.from_bytes(hashlib.sha256(weights).digest()[:8], "big") / 2**64
-metrics = {"fitness": fitness, "accuracy": fitness, "irpo_loss": 1 - fitness}
-out_store.write_bytes(f"{out}/metrics.json", json.dumps(metrics).encode())
-print(json.dumps({"genome": task.genome, "fitness": fitness}))
-"""
-
 
 def install_crds(kubectl: Kubectl, *paths: Path) -> None:
     """Apply CRD files (default: the generated ones in crds/) and poll until each is Established.
@@ -86,13 +53,6 @@ def install_crds(kubectl: Kubectl, *paths: Path) -> None:
         )
 
     wait_for(ready, timeout=60, what=f"CRDs {', '.join(names)} Established", interval=0.2)
-
-
-def standin_command(folder: Path) -> list[str]:
-    """The stand-in trainer's command (before the task URI)."""
-    script = folder / "standin_trainer.py"
-    script.write_text(STANDIN_TRAINER)
-    return [sys.executable, str(script), "--genome"]
 
 
 def s3_secret(api: KubeHTTP, namespace: str, s3: S3Server, name: str = "s3") -> str:
@@ -193,6 +153,19 @@ class OperatorProcess:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.popen.wait(timeout=30)
 
+    def kill_process_only(self) -> None:
+        """SIGKILL the operator process alone (not its group): its children must follow by themselves."""
+        assert self.process is not None
+        assert self.process.popen is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.popen.wait(timeout=30)
+
+    def children(self) -> list[int]:
+        """Process ids of the operator's child processes (the breeding process and its helpers)."""
+        assert self.process is not None
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        return sorted(int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split())
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop(grace=15)
@@ -202,6 +175,15 @@ class OperatorProcess:
 
     def tracebacks(self) -> int:
         return self.log.read_text(errors="replace").count("Traceback") if self.log.exists() else 0
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
 
 
 def get_population(api: KubeHTTP, namespace: str, name: str) -> JSON:

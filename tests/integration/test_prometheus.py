@@ -43,7 +43,6 @@ from tests.integration.test_operator_support import (
     install_crds,
     population,
     s3_secret,
-    standin_command,
     wait_phase,
 )
 from tests.support import prometheus
@@ -54,6 +53,7 @@ from tests.support.kubeapi import JSON, KubeHTTP
 from tests.support.kubelet import ProcessKubelet
 from tests.support.prometheus import PanelQuery, Prometheus
 from tests.support.s3 import S3Server
+from tests.support.standin import standin_command
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
