@@ -15,24 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from nora.genetics import load_genome
 from nora.local.state import load_state
+from tests.support.manifests import population_yaml
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-TINY_SPEC: dict[str, Any] = {
+TINY: dict[str, Any] = {
     "baseModel": {"uri": "toy://arithmetic"},
     "dataset": {"train": "toy://arithmetic/train", "eval": "toy://arithmetic/eval"},
-    "populationSize": 4,
     "maxGenerations": 2,
     "seed": 3,
-    "selection": {"method": "tournament", "survivors": 2, "elites": 1, "tournamentSize": 2},
     "mutation": {"sigma": 0.001, "rankGrowProbability": 0.3, "rankShrinkProbability": 0.1, "maxRank": 8},
-    "adapter": {"initialRank": 2, "alpha": 4, "targetModules": ["q_proj", "v_proj"]},
     "training": {
         "samplesPerPrompt": 4,
         "pairsPerPrompt": 1,
@@ -43,19 +40,12 @@ TINY_SPEC: dict[str, Any] = {
         "evalPrompts": 16,
         "learningRate": 0.002,
     },
-    "parallelism": 2,
 }
 
 
 def write_manifest(folder: Path, name: str = "tiny", **spec: Any) -> Path:
-    document = {
-        "apiVersion": "nora.dev/v1alpha1",
-        "kind": "Population",
-        "metadata": {"name": name},
-        "spec": {**TINY_SPEC, **spec},
-    }
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(document))
+    path.write_text(population_yaml(name, **{**TINY, **spec}))
     return path
 
 

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,9 @@ import yaml
 from nora.api.manifest import parse_population
 from tests.integration.test_operator_support import (
     GROUP_PATH,
-    OperatorProcess,
-    alive,
     events_of,
     get_generation,
     get_population,
-    install_crds,
     job_running,
     jobs_of,
     population,
@@ -35,39 +31,20 @@ from tests.integration.test_operator_support import (
     wait_phase,
 )
 from tests.support.controlplane import ControlPlane
+from tests.support.crds import install_crds
 from tests.support.fixtures import Kubectl
 from tests.support.kubeapi import JSON, KubeHTTP
 from tests.support.kubelet import ProcessKubelet
+from tests.support.operator import OperatorProcess, Operators, alive
 from tests.support.s3 import S3Server
-from tests.support.standin import standin_command
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def crds(kubectl: Kubectl) -> None:
+def crds_installed(kubectl: Kubectl) -> None:
     install_crds(kubectl)
-
-
-@pytest.fixture
-def start_operator(
-    control_plane: ControlPlane, tmp_path: Path, crds: None
-) -> Iterator[list[OperatorProcess]]:
-    """Operators started by the test (stopped afterwards); use ``launch`` to make one."""
-    started: list[OperatorProcess] = []
-    yield started
-    for operator in started:
-        operator.stop()
-
-
-def launch(
-    started: list[OperatorProcess], plane: ControlPlane, namespace: str, folder: Path
-) -> OperatorProcess:
-    env = {"NORA_TRAIN_COMMAND": json.dumps(standin_command(folder))}
-    operator = OperatorProcess(plane.kubeconfig, namespace, folder, env=env)
-    started.append(operator)
-    return operator.start()
 
 
 def _spec(name: str, namespace: str, s3: S3Server, **spec: object) -> JSON:
@@ -103,7 +80,13 @@ def _spec(name: str, namespace: str, s3: S3Server, **spec: object) -> JSON:
     ],
 )
 def test_the_apiserver_refuses_a_broken_manifest_naming_the_field(
-    kubectl: Kubectl, crds: None, namespace: str, s3_server: S3Server, change: JSON, field: str, message: str
+    kubectl: Kubectl,
+    crds_installed: None,
+    namespace: str,
+    s3_server: S3Server,
+    change: JSON,
+    field: str,
+    message: str,
 ) -> None:
     document = _spec("broken", namespace, s3_server)
     document["spec"] = {**document["spec"], **change}
@@ -123,9 +106,9 @@ def test_a_semantic_error_is_a_condition_and_an_event_and_nothing_starts(
     namespace: str,
     s3_server: S3Server,
     tmp_path: Path,
-    start_operator: list[OperatorProcess],
+    operators: Operators,
 ) -> None:
-    operator = launch(start_operator, control_plane, namespace, tmp_path)
+    operator = operators.start(namespace)
     s3_secret(kube_api, namespace, s3_server)
     bad = population(
         "semantic",
@@ -186,9 +169,9 @@ def test_a_population_evolves_with_retries_lineage_and_bounded_parallelism(
     namespace: str,
     s3_server: S3Server,
     tmp_path: Path,
-    start_operator: list[OperatorProcess],
+    operators: Operators,
 ) -> None:
-    operator = launch(start_operator, control_plane, namespace, tmp_path)
+    operator = operators.start(namespace)
     s3_secret(kube_api, namespace, s3_server)
     failing = "evo-g0-3"
     standin = {"env": [{"name": "NORA_STANDIN_FAIL", "value": failing}]}
@@ -278,9 +261,9 @@ def _report_from_the_store(s3: S3Server, folder: Path, status: JSON) -> None:
         check=False,
     )
     assert report.returncode == 0, report.stderr[-3000:]
-    rows = [line.split("│") for line in report.stdout.splitlines() if line.count("│") >= 8]
-    assert [cells[1].strip() for cells in rows[1:]] == ["0", "1", "2"]  # header, then one row a generation
-    assert [float(cells[2]) for cells in rows[1:]] == pytest.approx([r["best"] for r in status["history"]])
+    rows = [line.split("│") for line in report.stdout.splitlines() if line.count("│") >= 8]  # data rows
+    assert [cells[1].strip() for cells in rows] == ["0", "1", "2"]
+    assert [float(cells[2]) for cells in rows] == pytest.approx([r["best"] for r in status["history"]])
     assert f"{status['best']['genome']} (" in report.stdout  # the lineage starts at the best genome
     assert (folder / "fitness.png").stat().st_size > 1000
     assert (folder / "lineage.png").stat().st_size > 1000
@@ -307,9 +290,9 @@ def test_the_breeding_process_dies_with_the_operator_process_alone(
     namespace: str,
     s3_server: S3Server,
     tmp_path: Path,
-    start_operator: list[OperatorProcess],
+    operators: Operators,
 ) -> None:
-    operator = launch(start_operator, control_plane, namespace, tmp_path)
+    operator = operators.start(namespace)
     s3_secret(kube_api, namespace, s3_server)
     kubectl("apply", "-f", "-", stdin=population("solo", namespace, s3_server))
     wait_for(lambda: get_generation(kube_api, namespace, "solo-g0"), timeout=120, what="generation 0 planned")
@@ -352,19 +335,18 @@ def test_restarts_create_nothing_twice_and_change_no_result(
     namespace: str,
     s3_server: S3Server,
     tmp_path: Path,
-    start_operator: list[OperatorProcess],
+    operators: Operators,
 ) -> None:
     """The same Population twice: in one namespace untouched, in another with its operator killed while
     Jobs run and again while it breeds; then both resume when maxGenerations is raised."""
     steady, bumpy = namespace, f"{namespace}-b"
     kube_api.post("/api/v1/namespaces", {"metadata": {"name": bumpy}})
     try:
-        operators = {}
+        started: dict[str, OperatorProcess] = {}
         for ns in (steady, bumpy):
             s3_secret(kube_api, ns, s3_server)
             folder = tmp_path / ns
-            folder.mkdir()
-            operators[ns] = launch(start_operator, control_plane, ns, folder)
+            started[ns] = operators.start(ns, folder=folder)
             storage = {
                 "bucket": s3_server.bucket,
                 "endpoint": s3_server.endpoint,
@@ -374,7 +356,7 @@ def test_restarts_create_nothing_twice_and_change_no_result(
             }
             kubectl("apply", "-f", "-", stdin=population("twin", ns, s3_server, storage=storage))
 
-        operator = operators[bumpy]
+        operator = started[bumpy]
         wait_for(lambda: job_running(kube_api, bumpy, "twin"), timeout=120, what="a Job running")
         operator.kill()
         assert job_running(kube_api, bumpy, "twin")  # the Jobs go on without the operator
@@ -393,7 +375,7 @@ def test_restarts_create_nothing_twice_and_change_no_result(
         operator.start()
 
         for ns in (steady, bumpy):
-            wait_phase(kube_api, ns, "twin", ("Succeeded",), 600, operators[ns])
+            wait_phase(kube_api, ns, "twin", ("Succeeded",), 600, started[ns])
             kubectl(
                 "patch", "population", "twin", "-n", ns, "--type=merge", "-p", '{"spec":{"maxGenerations":3}}'
             )
@@ -408,7 +390,7 @@ def test_restarts_create_nothing_twice_and_change_no_result(
                 third,
                 timeout=600,
                 what=f"{ns}/twin resumed to 3 generations",
-                on_timeout=operators[ns].describe,
+                on_timeout=started[ns].describe,
             )
 
         views = {ns: _generation_views(kube_api, ns, "twin", 3) for ns in (steady, bumpy)}
@@ -424,7 +406,7 @@ def test_restarts_create_nothing_twice_and_change_no_result(
         pods = Counter(name.rsplit("-", 1)[0] for ns, name in kubelet.pods_run() if ns == bumpy)
         assert set(pods.values()) == {1}, pods  # every Job ran exactly one Pod: nothing ran twice
         assert sorted(pods) == sorted(j["metadata"]["name"] for j in jobs)
-        assert operators[steady].starts == 1
+        assert started[steady].starts == 1
         assert operator.starts == 3
 
         kubectl("delete", "population", "twin", "-n", bumpy, "--wait=true", "--timeout=60s")
