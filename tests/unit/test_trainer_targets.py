@@ -72,6 +72,11 @@ def test_all_linear_is_every_linear_module_but_the_output_layer() -> None:
     assert targets.shapes["model.layers.1.mlp.down_proj"] == (32, 64)
 
 
+def test_all_linear_on_a_model_without_linear_modules_is_refused() -> None:
+    with pytest.raises(TrainerInputError, match=r"adapter\.targetModules: this model has no Linear module"):
+        resolve_targets(torch.nn.Sequential(torch.nn.Embedding(4, 2)), ("all-linear",))
+
+
 def test_a_name_of_a_module_that_is_not_linear_is_refused() -> None:
     with pytest.raises(
         TrainerInputError, match=r"adapter\.targetModules: mlp names model\.layers\.0\.mlp, a "

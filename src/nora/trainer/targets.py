@@ -124,6 +124,10 @@ def _all_linear(model: torch.nn.Module, linear: dict[str, torch.nn.Linear]) -> T
             f"{FIELD}: all-linear would leave this mixture-of-experts model's routed experts unadapted"
             f"{_experts_note(model)}; name the Linear modules to adapt instead: {_linear_names(linear)}"
         )
+    if not linear:
+        raise TrainerInputError(
+            f"{FIELD}: this model has no Linear module but its output layer (nora adapts nn.Linear only)"
+        )
     shapes = {name: (m.out_features, m.in_features) for name, m in linear.items()}
     return Targets(names=tuple(sorted(shapes)), shapes=shapes)
 
