@@ -106,14 +106,12 @@ def _first_line(error: BaseException) -> str:
 
 
 def _load_error(what: str, source: ModelSource, error: BaseException) -> TrainerInputError:
-    hint = (
-        ""
-        if source.local
-        else (
+    hint = ""
+    if not source.local:
+        hint = (
             "; check the name and revision, that the hub is reachable and, for a gated model, that HF_TOKEN "
             "grants access (or use a file:// or s3:// copy of the model)"
         )
-    )
     return TrainerInputError(
         f"baseModel.uri: cannot load the {what} of {source.name_or_path}: {_first_line(error)}{hint}"
     )
