@@ -34,6 +34,7 @@ from nora.api.base import ApiValidationError, describe_validation_error
 from nora.api.task import GenomeTask
 from nora.evolution import contract
 from nora.genetics import GeneticsError
+from nora.trainer import model_cache
 from nora.trainer.data import read_uri
 from nora.trainer.errors import TrainerError, TrainerInputError
 from nora.trainer.irpo_config import TrainerJob, job_from_task
@@ -60,7 +61,9 @@ def load_job(uri: str) -> TrainerJob:
     if not batch:
         return job
     if not batch.isdigit() or int(batch) < 1:
-        raise TrainerInputError(f"{contract.ENV_GENERATION_BATCH_SIZE}: must be a positive integer (got {batch!r})")
+        raise TrainerInputError(
+            f"{contract.ENV_GENERATION_BATCH_SIZE}: must be a positive integer (got {batch!r})"
+        )
     return replace(job, irpo=replace(job.irpo, generation_batch_size=int(batch)))
 
 
@@ -127,7 +130,9 @@ def configure_runtime() -> None:
     threads = os.environ.get(contract.ENV_NUM_THREADS)
     if threads:
         if not threads.isdigit() or int(threads) < 1:
-            raise TrainerInputError(f"{contract.ENV_NUM_THREADS}: must be a positive integer (got {threads!r})")
+            raise TrainerInputError(
+                f"{contract.ENV_NUM_THREADS}: must be a positive integer (got {threads!r})"
+            )
         torch.set_num_threads(int(threads))
 
 
@@ -146,4 +151,18 @@ def main(genome_uri: str, stdout: TextIO | None = None) -> int:
         write_termination_message(message)
         return contract.EXIT_INPUT_ERROR if isinstance(error, INPUT_ERRORS) else contract.EXIT_FAILED
     print(contract.summary_line(summary(result)), file=out, flush=True)
+    return contract.EXIT_SUCCEEDED
+
+
+def fetch_main(uri: str, directory: Path, stdout: TextIO | None = None) -> int:
+    """Fetch ``uri`` into the model cache ``directory`` (once); print the model's folder; the exit code."""
+    try:
+        configure_runtime()
+        folder = model_cache.cached_model(uri, directory, model_cache.fetcher(uri))
+    except Exception as error:
+        message = f"nora fetch-model: error: {one_line(error)}"
+        print(message, file=sys.stderr, flush=True)
+        write_termination_message(message)
+        return contract.EXIT_INPUT_ERROR if isinstance(error, INPUT_ERRORS) else contract.EXIT_FAILED
+    print(folder, file=stdout or sys.stdout, flush=True)
     return contract.EXIT_SUCCEEDED

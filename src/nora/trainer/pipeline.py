@@ -122,7 +122,7 @@ def _load(state: _State) -> None:
     if job.irpo.trains:
         every_row = load_split(job.train_uri, "train")
         state.train_rows = prompt_window(every_row, job.irpo.max_prompts, job.generation)
-    source = models.resolve_model(job.base_model.uri, state.scratch)
+    source = models.resolve_model(job.base_model.uri)
     state.tokenizer = models.load_tokenizer(source, job.base_model)
     base = models.load_base_model(source, job.base_model)
     state.start = _starting_genome(state, base).with_hyperparameters(job.hyperparameters)
