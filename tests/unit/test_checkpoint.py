@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 from pathlib import Path
@@ -52,10 +53,11 @@ def test_sigterm_raises_at_once_outside_training_and_is_deferred_inside() -> Non
     watch = checkpoint.StopWatch()
     with pytest.raises(checkpoint.PreemptionError, match="before training"):
         watch.handle(signal.SIGTERM, None)
-    deferred = checkpoint.StopWatch()
-    with deferred.deferring():
-        deferred.handle(signal.SIGTERM, None)
-    assert deferred.requested
+    before = signal.getsignal(signal.SIGTERM)
+    with checkpoint.StopWatch.installed() as deferred, deferred.deferring():
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert deferred.requested
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 class _StopAt(TrainerCallback):  # type: ignore[misc]

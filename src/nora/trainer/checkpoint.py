@@ -63,11 +63,15 @@ class StopWatch:
         self._deferring = False
 
     @classmethod
-    def install(cls) -> StopWatch:
-        """A watch that receives this process's SIGTERM."""
+    @contextmanager
+    def installed(cls) -> Iterator[StopWatch]:
+        """A watch that receives this process's SIGTERM while inside (the previous handler after)."""
         watch = cls()
-        signal.signal(signal.SIGTERM, watch.handle)
-        return watch
+        previous = signal.signal(signal.SIGTERM, watch.handle)
+        try:
+            yield watch
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True

@@ -33,7 +33,8 @@ def train(genome: GenomeOption) -> None:
 
 def fetch_model(
     uri: Annotated[
-        str, typer.Argument(help="The base model: s3://bucket/prefix/ or hf://org/name[@revision].")
+        str,
+        typer.Argument(help="The base model: s3://bucket/prefix/ or hf://org/name (optionally @revision)."),
     ],
     directory: Annotated[Path, typer.Argument(help="The model cache folder (the model-cache volume).")],
 ) -> None:

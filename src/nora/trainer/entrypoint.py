@@ -149,8 +149,8 @@ def main(genome_uri: str, stdout: TextIO | None = None) -> int:
     out = stdout or sys.stdout
     try:
         configure_runtime()
-        with contextlib.redirect_stdout(sys.stderr):
-            result = run_job(load_job(genome_uri), watch=StopWatch.install())
+        with contextlib.redirect_stdout(sys.stderr), StopWatch.installed() as watch:
+            result = run_job(load_job(genome_uri), watch=watch)
     except Exception as error:
         if os.environ.get(contract.ENV_DEBUG):
             traceback.print_exc(file=sys.stderr)
