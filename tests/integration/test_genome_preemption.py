@@ -87,7 +87,7 @@ def test_a_preempted_genome_job_resumes_from_its_checkpoint(
     kube_api.post(f"/apis/batch/v1/namespaces/{namespace}/jobs", body)
     _suspend(kube_api, namespace, False)  # Kueue admits it
     first = wait_for(
-        lambda: (_pod_names(kube_api, namespace) or [None])[0], timeout=120, what="the first Pod"
+        lambda: next(iter(_pod_names(kube_api, namespace)), None), timeout=120, what="the first Pod"
     )
     wait_for(
         lambda: re.search(r"training: step \d+/60", _log(kubelet, namespace, first)),
