@@ -79,6 +79,18 @@ def test_a_valid_manifest_loads_with_defaults(tmp_path: Path) -> None:
             {"adapter": {"targetModules": ["q_proj", " "]}},
             "spec.adapter.targetModules: module names must not be empty",
         ),
+        ({"workloadPriorityClassName": "high"}, "spec.workloadPriorityClassName: Kueue ranks only"),
+        ({"modelCache": {}}, "spec.modelCache: set exactly one of storageClassName"),
+        ({"modelCache": {"claimName": "m", "size": "lots"}}, "spec.modelCache.size: String should match"),
+        (
+            {"baseModel": {"uri": "file:///models/m"}, "modelCache": {"claimName": "m"}},
+            "spec.baseModel.uri: spec.modelCache fetches only s3:// or hf:// models",
+        ),
+        ({"template": {"volumes": [{"name": "tmp"}]}}, "spec.template.volumes: the names tmp, dshm"),
+        (
+            {"template": {"volumeMounts": [{"name": "x", "mountPath": "/nora-models/"}]}},
+            "spec.template.volumeMounts: /tmp, /dev/shm, /nora-models are the Job's own",
+        ),
     ],
 )
 def test_invalid_specs_name_the_field(spec: dict[str, Any], expected: str) -> None:

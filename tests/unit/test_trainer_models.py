@@ -46,18 +46,16 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_model_uris_resolve_to_where_from_pretrained_reads(tmp_path: Path, tiny: Path) -> None:
-    assert models.resolve_model("hf://org/name@v1.0", tmp_path) == models.ModelSource(
-        "org/name", "v1.0", False
-    )
-    assert models.resolve_model("hf://org/name", tmp_path).revision is None
-    assert models.resolve_model(tiny.as_uri(), tmp_path) == models.ModelSource(str(tiny), None, True)
-    assert models.resolve_model(str(tiny), tmp_path).local
+    assert models.resolve_model("hf://org/name@v1.0") == models.ModelSource("org/name", "v1.0", False)
+    assert models.resolve_model("hf://org/name").revision is None
+    assert models.resolve_model(tiny.as_uri()) == models.ModelSource(str(tiny), None, True)
+    assert models.resolve_model(str(tiny)).local
     with pytest.raises(TrainerInputError, match="toy:// is resolved"):
-        models.resolve_model("toy://default", tmp_path)
+        models.resolve_model("toy://default")
     with pytest.raises(TrainerInputError, match="not a model folder"):
-        models.resolve_model((tmp_path / "absent").as_uri(), tmp_path)
+        models.resolve_model((tmp_path / "absent").as_uri())
     with pytest.raises(TrainerInputError, match="names no model"):
-        models.resolve_model("hf://", tmp_path)
+        models.resolve_model("hf://")
 
 
 def test_a_folder_with_only_pickled_weights_is_refused(tmp_path: Path, tiny: Path) -> None:
@@ -66,7 +64,7 @@ def test_a_folder_with_only_pickled_weights_is_refused(tmp_path: Path, tiny: Pat
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_bytes((tiny / name).read_bytes())
     torch.save(AutoModelForCausalLM.from_pretrained(tiny).state_dict(), folder / "pytorch_model.bin")
-    source = models.resolve_model(str(folder), tmp_path)
+    source = models.resolve_model(str(folder))
     with pytest.raises(TrainerInputError, match=r"baseModel\.uri: cannot load"):
         models.load_base_model(source, BaseModelRef(uri=str(folder)))
 

@@ -95,10 +95,23 @@ FITNESS_AND_STORAGE_RULES = (
      "credentials are given but spec.storage.bucket is not set", ".storage.secretRef"),
 )  # fmt: skip
 
+CLUSTER_RULES = (
+    ("!has(self.workloadPriorityClassName) || has(self.queueName)",
+     "Kueue ranks only the Jobs it queues; set spec.queueName too", ".workloadPriorityClassName"),
+    ("!has(self.modelCache) || has(self.modelCache.storageClassName) != has(self.modelCache.claimName)",
+     "set exactly one of storageClassName (the operator creates the PVC) or claimName (an existing PVC)",
+     ".modelCache"),
+    ("!has(self.modelCache) || self.baseModel.uri.startsWith('s3://') || self.baseModel.uri.startsWith('hf://')",
+     "spec.modelCache fetches only s3:// or hf:// models; mount a volume with spec.template.volumes and "
+     "use file:// instead", ".baseModel.uri"),
+)  # fmt: skip
+"""Kueue priority and the model cache (volume names are checked by the operator: CEL cannot read them)."""
+
 
 def population_spec_rules() -> list[Schema]:
     """CEL rules on ``spec`` mirroring :func:`nora.api.population.semantic_problems`."""
-    return [_rule(*rule) for rule in (*SIZE_RULES, *BREEDING_RULES, *FITNESS_AND_STORAGE_RULES)]
+    rules = (*SIZE_RULES, *BREEDING_RULES, *FITNESS_AND_STORAGE_RULES, *CLUSTER_RULES)
+    return [_rule(*rule) for rule in rules]
 
 
 HYPERPARAMETER_RULE = _rule(

@@ -267,18 +267,26 @@ def train_dpo(
     config: IrpoConfig,
     scratch: Path,
     dropout: float = 0.0,
+    *,
+    trainer_class: type[DPOTrainer] = PretokenizedDPOTrainer,
+    callbacks: Sequence[TrainerCallback] = (),
+    resume_from: Path | None = None,
 ) -> TrainStats:
-    """IRPO step 4: DPO (+ NLL for ``irpo``) on ``pairs``; trains ``model``'s ``default`` adapter in place."""
+    """IRPO step 4: DPO (+ NLL for ``irpo``) on ``pairs``; trains ``model``'s ``default`` adapter in place.
+
+    ``resume_from`` is a checkpoint folder ``trainer_class`` can load (:mod:`nora.trainer.checkpoint`);
+    the run then continues from its step up to ``config.max_steps`` in total.
+    """
     started = time.monotonic()
-    trainer = PretokenizedDPOTrainer(
+    trainer = trainer_class(
         model=model,
         args=dpo_config(config, scratch / "dpo", dropout),
         train_dataset=pairs_dataset(pairs, tokenizer),
         processing_class=tokenizer,
-        callbacks=[_ProgressCallback()],
+        callbacks=[_ProgressCallback(), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     model.eval()
     return _train_stats(trainer.state.log_history, result.global_step, result.training_loss, started)
 

@@ -1,9 +1,10 @@
 """The base model, the tokenizer and the adapter under training.
 
 Base models come from a local folder (plain path or ``file://``), the Hugging Face hub
-(``hf://org/name[@revision]``) or an S3 prefix (``s3://bucket/prefix/``, copied to a scratch folder
-without any pickled weight file). Weights are always loaded with ``use_safetensors=True`` and
-``trust_remote_code`` only when genome.json asks for it. A genome is put on the base model by saving it
+(``hf://org/name[@revision]``, or its copy in a mounted model cache) or an S3 prefix (``s3://bucket/
+prefix/``, copied once into the shared cache of :mod:`nora.trainer.model_cache`, never a pickled weight
+file). Weights are always loaded with ``use_safetensors=True`` and ``trust_remote_code`` only when
+genome.json asks for it. A genome is put on the base model by saving it
 through :func:`nora.genetics.save_genome` and loading that folder with ``PeftModel.from_pretrained``, so
 ranks and alphas per module (``rank_pattern``/``alpha_pattern``) are read exactly as PEFT reads them; the
 trained adapter is read back from the model's ``default`` adapter into a :class:`~nora.genetics.Genome`.
@@ -24,12 +25,11 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from nora.genetics import Genome, LoraModule, derive_seed, init_genome, make_generator, save_genome
-from nora.storage import StoreError, open_uri
+from nora.trainer import model_cache
 from nora.trainer.errors import TrainerInputError
 from nora.trainer.irpo_config import AdapterRef, BaseModelRef
 from nora.trainer.targets import Targets
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer.tiktoken")
 """A local model folder needs one of these for its tokenizer."""
 _ADAPTER_PARAM = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.default\.weight$")
@@ -60,35 +60,18 @@ def model_dtype(requested: str) -> torch.dtype:
     return torch.float32
 
 
-def _download_s3_model(uri: str, scratch: Path) -> Path:
-    try:
-        store, prefix = open_uri(uri)
-        keys = store.list(prefix)
-    except StoreError as error:
-        raise TrainerInputError(f"baseModel.uri: {error}") from None
-    target = scratch / "base-model"
-    wanted = [key for key in keys if not key.endswith(PICKLE_SUFFIXES)]
-    if not any(key.endswith(".safetensors") for key in wanted):
-        raise TrainerInputError(
-            f"baseModel.uri: {uri} holds no .safetensors weights "
-            "(pickled weights are never loaded from a store)"
-        )
-    for key in wanted:
-        path = target / key[len(prefix) :].lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(store.read_bytes(key))
-    return target
-
-
-def resolve_model(uri: str, scratch: Path) -> ModelSource:
-    """Where to load ``uri`` from; S3 models are copied into ``scratch`` first."""
+def resolve_model(uri: str) -> ModelSource:
+    """Where to load ``uri`` from: S3 models (and hub models in a mounted cache) from the model cache."""
     if uri.startswith("hf://"):
         name, _, revision = uri.removeprefix("hf://").partition("@")
         if not name:
             raise TrainerInputError(f"baseModel.uri: {uri} names no model; use hf://org/name[@revision]")
+        mounted = model_cache.mounted_copy(uri)
+        if mounted is not None:
+            return ModelSource(name_or_path=str(mounted), revision=None, local=True)
         return ModelSource(name_or_path=name, revision=revision or None, local=False)
     if uri.startswith("s3://"):
-        return ModelSource(name_or_path=str(_download_s3_model(uri, scratch)), revision=None, local=True)
+        return ModelSource(name_or_path=str(model_cache.local_copy(uri)), revision=None, local=True)
     if "://" in uri and not uri.startswith("file://"):
         raise TrainerInputError(
             f"baseModel.uri: {uri} is not loadable by the trainer; use file://, hf:// or s3:// "

@@ -4,6 +4,8 @@
 writes to the output prefix only after everything was computed: ``samples.jsonl`` and ``pairs.jsonl``,
 then ``adapter/`` (through :func:`nora.genetics.save_genome`: a temporary folder renamed into place
 locally, manifest last on S3), then ``metrics.json``. A run that fails before the end leaves no adapter.
+SIGTERM during training saves a checkpoint under the output prefix; the next run of the same task
+resumes from it, skipping sampling (:mod:`nora.trainer.checkpoint`).
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from transformers import PreTrainedTokenizerBase
 from nora.evolution.genome_store import download_genome, upload_genome
 from nora.genetics import Genome, derive_seed, load_genome, save_genome
 from nora.storage import LocalStore, StoreError, open_uri
-from nora.trainer import models
+from nora.trainer import checkpoint, models
 from nora.trainer.data import Example, format_prompts, load_split, prompt_window
 from nora.trainer.errors import TrainerError, TrainerInputError
 from nora.trainer.evaluate import Accuracy, HeldoutLoss, PairLogps, greedy_accuracy, irpo_loss, pair_logps
 from nora.trainer.irpo_config import TrainerJob
-from nora.trainer.irpo_trainer import Pair, PairStats, TrainStats, build_pairs, sample_answers, train_dpo
+from nora.trainer.irpo_trainer import Pair, PairStats, TrainStats, build_pairs, sample_answers
 from nora.trainer.targets import resolve_targets
 
 log = logging.getLogger("nora.trainer")
@@ -127,7 +129,7 @@ def _load(state: _State) -> None:
     if job.irpo.trains:
         every_row = load_split(job.train_uri, "train")
         state.train_rows = prompt_window(every_row, job.irpo.max_prompts, job.generation)
-    source = models.resolve_model(job.base_model.uri, state.scratch)
+    source = models.resolve_model(job.base_model.uri)
     state.tokenizer = models.load_tokenizer(source, job.base_model)
     base = models.load_base_model(source, job.base_model)
     state.start = _starting_genome(state, base).with_hyperparameters(job.hyperparameters)
@@ -190,7 +192,18 @@ def _reference(state: _State) -> None:
         state.reference = pair_logps(model, tokenizer, state.heldout_pairs)
 
 
-def _train(state: _State) -> TrainStats | None:
+def _restore(state: _State, resume: checkpoint.Resume) -> None:
+    phases, steps = resume.phases, state.job.irpo.max_steps
+    state.train_pairs, state.heldout_pairs, state.reference = (
+        phases.train_pairs,
+        phases.heldout_pairs,
+        phases.reference,
+    )
+    state.stats.update(phases.stats)
+    log.info("resumed from step %d of %d (sampling skipped: pairs from the checkpoint)", resume.step, steps)
+
+
+def _train(state: _State, run: checkpoint.TrainingRun) -> TrainStats | None:
     if not state.job.irpo.trains:
         log.info("training: skipped (method none: evaluate only)")
         return None
@@ -198,9 +211,8 @@ def _train(state: _State) -> TrainStats | None:
         log.info("training: skipped (no pairs: every sampled answer was correct)")
         return None
     model, tokenizer = _need(state.model, "model"), _need(state.tokenizer, "tokenizer")
-    return train_dpo(
-        model, tokenizer, state.train_pairs, state.job.irpo, state.scratch, state.job.adapter.dropout
-    )
+    phases = checkpoint.Phases(state.train_pairs, state.heldout_pairs, dict(state.stats), state.reference)
+    return checkpoint.train_resumably(model, tokenizer, phases, state.job.irpo, run)
 
 
 def _evaluate(state: _State, trained: bool) -> tuple[Accuracy, HeldoutLoss | None]:
@@ -239,13 +251,18 @@ def _fitness(job: TrainerJob, accuracy: Accuracy, heldout: HeldoutLoss | None) -
     return heldout.irpo_loss
 
 
-def run_job(job: TrainerJob, scratch: Path | None = None) -> RunResult:
-    """Train and score one genome and write its outputs; raises :class:`TrainerError` on bad input."""
+def run_job(
+    job: TrainerJob, scratch: Path | None = None, watch: checkpoint.StopWatch | None = None
+) -> RunResult:
+    """Train and score one genome and write its outputs; raises :class:`TrainerError` on bad input.
+
+    With ``watch`` (the entrypoint installs it) SIGTERM checkpoints the training; see the module doc.
+    """
     with tempfile.TemporaryDirectory(prefix="nora-train-", dir=scratch) as folder:
-        return _run(job, Path(folder))
+        return _run(job, Path(folder), watch or checkpoint.StopWatch())
 
 
-def _run(job: TrainerJob, scratch: Path) -> RunResult:
+def _run(job: TrainerJob, scratch: Path, watch: checkpoint.StopWatch) -> RunResult:
     clock, state = _Clock(), _State(job=job, scratch=scratch)
     log.info(
         "genome %s (population %s, generation %d): method %s, seed %d",
@@ -257,11 +274,15 @@ def _run(job: TrainerJob, scratch: Path) -> RunResult:
     )
     with clock.phase("load"):
         _load(state)
+    run = checkpoint.TrainingRun.prepare(job, scratch, watch)
     with clock.phase("sampling"):
-        _sample_and_pair(state)
-        _reference(state)
+        if run.resume is None:
+            _sample_and_pair(state)
+            _reference(state)
+        else:
+            _restore(state, run.resume)
     with clock.phase("training"):
-        train = _train(state)
+        train = _train(state, run)
     with clock.phase("evaluation"):
         accuracy, heldout = _evaluate(state, trained=train is not None)
     fitness = _fitness(job, accuracy, heldout)
