@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nora.local.report import read_run
+from nora.local.state import load_state
 from nora.toy.data import write_dataset
 from nora.toy.model import build_toy_model
 from nora.trainer.model_cache import MARKER
@@ -74,7 +74,8 @@ def test_a_population_reads_the_s3_base_model_once(s3_server: S3Server, tmp_path
         timeout=1500,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    state = read_run(tmp_path / "run")
+    state = load_state(tmp_path / "run")
+    assert state is not None
     trained = [r for g in state.generations for r in g.results if r.phase == "Succeeded"]
     assert len(trained) >= 5  # generation 1 may carry its elite over untrained
     model_bytes = sum((toy / name).stat().st_size for name in files)
