@@ -105,6 +105,8 @@ def _violations() -> dict[str, dict[str, Any]]:
         ".crossover.method": {"crossover": {"method": "ties"}},
         ".fitness.goal": {"fitness": {"metric": "irpo_loss"}},
         ".storage.secretRef": {"storage": {"secretRef": {"name": "s3"}}},
+        ".strategy.bounds": {"strategy": {"bounds": [0.5, 1.5]}},
+        ".strategy.layers": {"strategy": {"layers": 2}},
     }
 
 

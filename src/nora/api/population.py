@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field
 
 from nora.api.base import ApiModel
 from nora.api.defaults import DEFAULT_ANSWER_PATTERN, DEFAULT_PROMPT_TEMPLATE
+from nora.api.strategy import StrategySpec, strategy_problems
 
 MODEL_URI_SCHEMES = ("hf://", "s3://", "file://", "toy://")
 DATA_URI_SCHEMES = ("s3://", "file://", "toy://")
@@ -207,6 +208,7 @@ class PopulationSpec(ApiModel):
     mutation: MutationSpecModel = Field(default_factory=MutationSpecModel)
     adapter: AdapterSpec = Field(default_factory=AdapterSpec)
     seed_adapters: list[SeedAdapter] = Field(default_factory=list)
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     template: TemplateSpec = Field(default_factory=TemplateSpec)
     queue_name: str | None = None
@@ -242,10 +244,6 @@ def _selection_problems(spec: PopulationSpec) -> list[tuple[bool, str]]:
             selection.tournament_size > size,
             f"spec.selection.tournamentSize: {selection.tournament_size} exceeds "
             f"spec.populationSize ({size})",
-        ),
-        (
-            len(spec.seed_adapters) > size,
-            f"spec.seedAdapters: {len(spec.seed_adapters)} adapters exceed spec.populationSize ({size})",
         ),
         (
             spec.max_failed_genomes > size,
@@ -300,7 +298,12 @@ def _fitness_and_storage_problems(spec: PopulationSpec) -> list[tuple[bool, str]
 
 def semantic_problems(spec: PopulationSpec) -> list[str]:
     """Cross-field rules, each problem as ``spec.<path>: <what is wrong and the fix>``."""
-    rules = [*_selection_problems(spec), *_breeding_problems(spec), *_fitness_and_storage_problems(spec)]
+    rules = [
+        *_selection_problems(spec),
+        *_breeding_problems(spec),
+        *_fitness_and_storage_problems(spec),
+        *strategy_problems(spec),
+    ]
     problems = [message for broken, message in rules if broken]
     for name, (low, high) in spec.mutation.hyperparameters.items():
         if not low <= high:
