@@ -103,6 +103,10 @@ def _starting_genome(state: _State, base: torch.nn.Module) -> Genome:
             ",".join(job.adapter.target_modules),
         )
         return models.fresh_genome(base, job.adapter, job.irpo.seed, job.base_model.uri)
+    record = models.point_record(job.adapter.uri)
+    if record is not None:
+        log.info("adapter: projection of a %d-dimensional point", record.projection.dimension)
+        return models.projected_genome(base, job.adapter, record, job.base_model.uri)
     return _download_adapter(job.adapter.uri, state.scratch)
 
 
