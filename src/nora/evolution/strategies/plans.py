@@ -4,8 +4,9 @@
 :mod:`nora.evolution.planning` (which look at the previous generation only). For ``cmaes`` and
 ``compose`` it replays every earlier generation into a fresh optimiser
 (:mod:`~nora.evolution.strategies.search`) and asks ``populationSize`` new points: genome ``i`` gets the
-``i``-th. Every genome trains (there are no elites: the optimiser's mean carries what was learnt) and
-starts from its point: a ``cmaes`` genome from the projection of its point record, a ``compose`` genome
+``i``-th. Every genome trains (there are no elites: the optimiser's mean carries what was learnt), has
+origin ``mutation`` (a sample of the adapted search distribution, made by a breeding order) and starts
+from its point: a ``cmaes`` genome from the projection of its point record, a ``compose`` genome
 from the weighted sum of the seed adapters.
 """
 
@@ -110,7 +111,7 @@ def _plan_search(spec: PopulationSpec, population: str, number: int, history: Hi
                 id=child,
                 index=index,
                 generation=number,
-                origin="initial" if number == 0 else "mutation",
+                origin="mutation",
                 adapter=output,
                 hyperparameters=genes,
                 seed=derive_seed(spec.seed, number, index, "genome"),
