@@ -27,7 +27,7 @@ from nora.genetics import load_genome
 from nora.toy.cache import read_toy_info
 from nora.toy.data import extract_answer, read_jsonl, write_dataset
 from nora.toy.model import build_toy_model
-from nora.trainer import entrypoint, pipeline
+from nora.trainer import pipeline
 from nora.trainer.entrypoint import main
 
 pytestmark = pytest.mark.slow
