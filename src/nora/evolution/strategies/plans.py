@@ -27,18 +27,25 @@ from nora.genetics.projection import ProjectionSpec
 
 
 def plan_generation(spec: PopulationSpec, population: str, number: int, history: History) -> GenerationPlan:
-    """Generation ``number`` after the finished generations ``history`` (``history[g]`` is generation g).
+    """Generation ``number`` after the finished generations ``history``, oldest first.
+
+    ``genetic`` looks at the last of them only (it may be given just that one); ``cmaes`` and ``compose``
+    replay all of them, so they need every generation before ``number``.
 
     Raises:
         GeneticsError: if a previous generation has no scored genome (nothing to select or tell).
+        ValueError: if ``history`` lacks generations the strategy needs.
     """
-    if len(history) < number:
-        raise ValueError(f"planning generation {number} needs the {number} generations before it")
-    if spec.strategy.method == "genetic":
-        if number == 0:
-            return plan_initial(spec, population)
-        return plan_next(spec, population, number, list(history[number - 1]))
-    return _plan_search(spec, population, number, history[:number])
+    genetic = spec.strategy.method == "genetic"
+    if (number > 0 and not history) or (not genetic and len(history) != number):
+        raise ValueError(f"planning generation {number} needs the generations before it, got {len(history)}")
+    if genetic:
+        return (
+            plan_next(spec, population, number, list(history[-1]))
+            if number
+            else plan_initial(spec, population)
+        )
+    return _plan_search(spec, population, number, history)
 
 
 def active_layer(spec: PopulationSpec, number: int) -> int | None:
