@@ -1,11 +1,11 @@
 """The one stand-in for ``nora train``, for tests of the drivers' mechanics (never of training itself).
 
 It honours the trainer's contract (:mod:`nora.evolution.contract`): it reads ``genome.json`` from the
-task URI (a path, ``file://`` or ``s3://``), writes a real adapter (the starting one unchanged, or a fresh
-one from the genome's seed) and ``metrics.json`` to the task's output, and prints the summary line. Its
-fitness is a deterministic function of the adapter's bytes, so bred children score differently from their
-parents and a re-run scores the same. Genomes named in ``fail`` (or ``$NORA_STANDIN_FAIL``) fail: exit 1
-with a termination message.
+task URI (a path, ``file://`` or ``s3://``), writes a real adapter (the starting one unchanged, the
+projection of a ``cmaes`` point record, or a fresh one from the genome's seed) and ``metrics.json`` to
+the task's output, and prints the summary line. Its fitness is a deterministic function of the adapter's
+bytes, so bred children score differently from their parents and a re-run scores the same. Genomes
+named in ``fail`` (or ``$NORA_STANDIN_FAIL``) fail: exit 1 with a termination message.
 
 In-process drivers call :func:`train`; Pods of the process kubelet run :func:`standin_command`.
 """
@@ -23,7 +23,9 @@ from typing import Any
 from nora.api.task import GenomeTask
 from nora.evolution import contract
 from nora.evolution.genome_store import download_genome, upload_genome
+from nora.evolution.strategies.points import POINT_FILE, PointRecord, module_points
 from nora.genetics import Genome, init_genome, make_generator
+from nora.genetics.projection import project_genome
 from nora.storage import open_uri
 
 FAIL_ENV = "NORA_STANDIN_FAIL"
@@ -49,10 +51,14 @@ def train(task_uri: str, fail: Collection[str] = ()) -> dict[str, Any]:
     task = GenomeTask.model_validate_json(store.read_bytes(key))
     if task.genome in fail:
         raise StandinError(f"standin: {task.genome} always fails")
-    if task.adapter.uri:
-        genome = download_genome(*open_uri(task.adapter.uri))
+    shapes = {f"model.layers.0.self_attn.{m}": (WIDTH, WIDTH) for m in task.adapter.target_modules}
+    start_store, start = open_uri(task.adapter.uri) if task.adapter.uri else (store, "")
+    if start and start_store.exists(f"{start}/{POINT_FILE}"):
+        record = PointRecord.loads(start_store.read_bytes(f"{start}/{POINT_FILE}"))
+        genome = project_genome(module_points(record, shapes), shapes, record.projection)
+    elif start:
+        genome = download_genome(start_store, start)
     else:
-        shapes = {f"model.layers.0.self_attn.{m}": (WIDTH, WIDTH) for m in task.adapter.target_modules}
         genome = init_genome(
             shapes, task.adapter.rank, task.adapter.alpha, make_generator(task.seed), b_std=0.1
         )

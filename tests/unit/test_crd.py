@@ -108,6 +108,8 @@ def _violations() -> dict[str, dict[str, Any]]:
         ".workloadPriorityClassName": {"workloadPriorityClassName": "high"},
         ".modelCache": {"modelCache": {"storageClassName": "fast", "claimName": "models"}},
         ".baseModel.uri": {"baseModel": {"uri": "file:///models/m"}, "modelCache": {"claimName": "models"}},
+        ".strategy.bounds": {"strategy": {"bounds": [0.5, 1.5]}},
+        ".strategy.layers": {"strategy": {"layers": 2}},
     }
 
 

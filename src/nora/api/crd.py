@@ -35,6 +35,7 @@ from nora.api.population import (
     PopulationSpec,
 )
 from nora.api.status import PopulationStatus
+from nora.api.strategy import STRATEGY_RULES
 
 Schema = dict[str, Any]
 HEADER = "# Generated from the nora.api models by `python -m nora.api.crd`; do not edit by hand.\n"
@@ -64,8 +65,6 @@ SIZE_RULES = (
      "leaves no room for offspring; use fewer than spec.populationSize", ".selection.elites"),
     ("self.selection.tournamentSize <= self.populationSize",
      "must not exceed spec.populationSize", ".selection.tournamentSize"),
-    ("!has(self.seedAdapters) || size(self.seedAdapters) <= self.populationSize",
-     "more adapters than spec.populationSize", ".seedAdapters"),
     ("!has(self.retries.maxFailedGenomes) || self.retries.maxFailedGenomes <= self.populationSize",
      "must not exceed spec.populationSize", ".retries.maxFailedGenomes"),
 )  # fmt: skip
@@ -110,8 +109,8 @@ CLUSTER_RULES = (
 
 def population_spec_rules() -> list[Schema]:
     """CEL rules on ``spec`` mirroring :func:`nora.api.population.semantic_problems`."""
-    rules = (*SIZE_RULES, *BREEDING_RULES, *FITNESS_AND_STORAGE_RULES, *CLUSTER_RULES)
-    return [_rule(*rule) for rule in rules]
+    tables = (SIZE_RULES, BREEDING_RULES, FITNESS_AND_STORAGE_RULES, CLUSTER_RULES, STRATEGY_RULES)
+    return [_rule(*rule) for table in tables for rule in table]
 
 
 HYPERPARAMETER_RULE = _rule(

@@ -20,6 +20,7 @@ from nora.api.defaults import (
     DEFAULT_PROMPT_TEMPLATE,
     DEFAULT_TARGET_MODULES,
 )
+from nora.api.strategy import StrategySpec, strategy_problems
 
 MODEL_URI_SCHEMES = ("hf://", "s3://", "file://", "toy://")
 DATA_URI_SCHEMES = ("s3://", "file://", "toy://")
@@ -257,6 +258,7 @@ class PopulationSpec(ApiModel):
     mutation: MutationSpecModel = Field(default_factory=MutationSpecModel)
     adapter: AdapterSpec = Field(default_factory=AdapterSpec)
     seed_adapters: list[SeedAdapter] = Field(default_factory=list)
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     template: TemplateSpec = Field(default_factory=TemplateSpec)
     queue_name: str | None = None
@@ -295,10 +297,6 @@ def _selection_problems(spec: PopulationSpec) -> list[tuple[bool, str]]:
             selection.tournament_size > size,
             f"spec.selection.tournamentSize: {selection.tournament_size} exceeds "
             f"spec.populationSize ({size})",
-        ),
-        (
-            len(spec.seed_adapters) > size,
-            f"spec.seedAdapters: {len(spec.seed_adapters)} adapters exceed spec.populationSize ({size})",
         ),
         (
             spec.max_failed_genomes > size,
@@ -388,6 +386,7 @@ def semantic_problems(spec: PopulationSpec) -> list[str]:
         *_breeding_problems(spec),
         *_fitness_and_storage_problems(spec),
         *_cluster_problems(spec),
+        *strategy_problems(spec),
     ]
     problems = [message for broken, message in rules if broken]
     for name, (low, high) in spec.mutation.hyperparameters.items():

@@ -1,5 +1,7 @@
 """Carry out breeding orders: load the parents from a store, breed, write the child's starting adapter.
 
+The CMA-ES strategies' orders (starting points, compositions) go to ``nora.evolution.strategies.orders``.
+
 Idempotent: an order whose output already holds a complete adapter (manifest present) is skipped, and
 re-running an order gives byte-identical files because every random choice comes from its seeds.
 """
@@ -7,7 +9,8 @@ re-running an order gives byte-identical files because every random choice comes
 from __future__ import annotations
 
 from nora.evolution.genome_store import download_genome, upload_genome
-from nora.evolution.planning import BreedingOrder
+from nora.evolution.planning import BreedingOrder, Order
+from nora.evolution.strategies.orders import ComposeOrder, execute_compose, execute_projection
 from nora.genetics import Genome, MutationSpec, breed, make_generator, mutate
 from nora.genetics.io import MANIFEST_FILE
 from nora.storage import Store
@@ -32,8 +35,12 @@ def offspring(order: BreedingOrder, parents: list[Genome]) -> Genome:
     return child.with_hyperparameters(order.hyperparameters)
 
 
-def execute(order: BreedingOrder, store: Store) -> bool:
+def execute(order: Order, store: Store) -> bool:
     """Write ``order``'s child to the store; ``False`` if it was already there (nothing done)."""
+    if isinstance(order, ComposeOrder):
+        return execute_compose(order, store)
+    if not isinstance(order, BreedingOrder):
+        return execute_projection(order, store)
     if store.exists(f"{order.output}/{MANIFEST_FILE}"):
         return False
     parents = [download_genome(store, parent.adapter) for parent in order.parents]

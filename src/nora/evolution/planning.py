@@ -16,6 +16,7 @@ import torch
 from nora.api.population import PopulationSpec
 from nora.evolution.layout import genome_id, start_adapter_key
 from nora.evolution.records import GenomePlan, GenomeResult, score
+from nora.evolution.strategies.orders import ComposeOrder, ProjectionOrder
 from nora.genetics import (
     CrossoverSpec,
     MutationSpec,
@@ -55,13 +56,17 @@ class BreedingOrder:
     output: str
 
 
+Order = BreedingOrder | ProjectionOrder | ComposeOrder
+"""Store work before a generation trains: crossover/mutation, or a CMA-ES strategy's starting points."""
+
+
 @dataclass(frozen=True)
 class GenerationPlan:
     """Every genome of a generation and the breeding that must happen before they train."""
 
     generation: int
     genomes: tuple[GenomePlan, ...]
-    breeding: tuple[BreedingOrder, ...] = ()
+    breeding: tuple[Order, ...] = ()
 
 
 def crossover_spec(spec: PopulationSpec) -> CrossoverSpec:

@@ -22,8 +22,9 @@ from nora.api.status import HistoryRow
 from nora.evolution import breeding, contract, ledger, run_store
 from nora.evolution.genome_store import download_folder
 from nora.evolution.layout import best_key, task_key
-from nora.evolution.planning import GenerationPlan, plan_initial, plan_next
+from nora.evolution.planning import GenerationPlan
 from nora.evolution.records import GenomePlan, GenomeResult, summarize
+from nora.evolution.strategies.plans import plan_generation
 from nora.evolution.tasks import genome_task
 from nora.local.display import Display, Snapshot
 from nora.local.executor import Executor, Launch, Outcome, RunningGenome, worker_environment
@@ -125,12 +126,8 @@ class LocalDriver:
         return existing.with_generation(interrupted)
 
     def _plan(self, state: RunState, number: int) -> GenerationPlan:
-        if number == 0:
-            return plan_initial(self.spec, self.name)
-        previous = state.generations[number - 1]
-        return plan_next(
-            self.spec, self.name, number, list(zip(previous.plans, previous.results, strict=True))
-        )
+        history = [list(zip(g.plans, g.results, strict=True)) for g in state.generations[:number]]
+        return plan_generation(self.spec, self.name, number, history)
 
     def _run_generation(self, state: RunState) -> RunState:
         number = state.generation

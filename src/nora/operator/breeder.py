@@ -34,6 +34,8 @@ class PlanRequest:
         population: its name.
         generation: the generation number.
         previous: the previous generation's ``(GenomePlan, GenomeResult)`` pairs as JSON dicts.
+        earlier: the generations before ``previous``, oldest first, likewise (the CMA-ES strategies
+            replay them all; empty for ``genetic``).
         access: where to breed into; ``None`` to plan only.
         workers: breeding threads.
         tasks: also write every trained genome's ``genome.json`` (alongside breeding, so the Jobs can
@@ -45,6 +47,7 @@ class PlanRequest:
     population: str
     generation: int
     previous: tuple[tuple[JSON, JSON], ...] = ()
+    earlier: tuple[tuple[tuple[JSON, JSON], ...], ...] = ()
     access: StorageAccess | None = None
     workers: int = 2
     tasks: bool = False
@@ -64,23 +67,23 @@ _PLANS: dict[str, Any] = {}
 
 def _plan(request: PlanRequest) -> Any:
     from nora.api.population import PopulationSpec
-    from nora.evolution.planning import plan_initial, plan_next
     from nora.evolution.records import GenomePlan, GenomeResult
+    from nora.evolution.strategies.plans import plan_generation
 
     key = hashlib.sha256(
         json.dumps(
-            [request.spec, request.population, request.generation, request.previous], sort_keys=True
+            [request.spec, request.population, request.generation, request.previous, request.earlier],
+            sort_keys=True,
         ).encode()
     ).hexdigest()
     if key not in _PLANS:
         spec = PopulationSpec.model_validate(request.spec)
-        if request.generation == 0:
-            plan = plan_initial(spec, request.population)
-        else:
-            previous = [
-                (GenomePlan.model_validate(p), GenomeResult.model_validate(r)) for p, r in request.previous
-            ]
-            plan = plan_next(spec, request.population, request.generation, previous)
+        generations = [*request.earlier, request.previous] if request.generation else []
+        history = [
+            [(GenomePlan.model_validate(p), GenomeResult.model_validate(r)) for p, r in pairs]
+            for pairs in generations
+        ]
+        plan = plan_generation(spec, request.population, request.generation, history)
         _PLANS.clear()
         _PLANS[key] = (spec, plan)
     return _PLANS[key]

@@ -97,6 +97,14 @@ class GenerationDriver:
             for p, r in zip(previous.plans, previous.results, strict=True)
         )
 
+    def _earlier(
+        self, pop: PopulationContext, number: int, spec: dict[str, Any]
+    ) -> tuple[tuple[tuple[dict[str, Any], dict[str, Any]], ...], ...]:
+        """The generations before the previous one, for the CMA-ES strategies' replay (else none)."""
+        if spec.get("strategy", {}).get("method", "genetic") == "genetic":
+            return ()
+        return tuple(self._pairs(self.previous(pop, g + 1)) for g in range(number - 1))
+
     def ensure(self, pop: PopulationContext) -> GenerationObject | None:
         """Generation ``status.generation``, created (planned) if missing; ``None`` if its name is taken."""
         number = pop.status.generation
@@ -104,7 +112,13 @@ class GenerationDriver:
         previous = None
         if body is None:
             previous = self.previous(pop, number)
-            request = PlanRequest(pop.spec_json, pop.ref.name, number, self._pairs(previous))
+            request = PlanRequest(
+                pop.spec_json,
+                pop.ref.name,
+                number,
+                self._pairs(previous),
+                earlier=self._earlier(pop, number, pop.spec_json),
+            )
             plans = [GenomePlan.model_validate(p) for p in self.breeder.run(request).plans]
             spec = spec_json(pop.ref.name, plans, pop.spec_json, pop.location)
             body = self.cluster.create_generation(build_generation(pop.ref, number, spec))
@@ -155,6 +169,7 @@ class GenerationDriver:
             population=pop.ref.name,
             generation=generation.number,
             previous=self._pairs(self.previous(pop, generation.number)),
+            earlier=self._earlier(pop, generation.number, generation.planned_with),
             access=pop.access,
             workers=self.settings.breeding_workers,
             tasks=True,

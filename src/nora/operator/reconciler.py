@@ -169,7 +169,7 @@ class Reconciler:
         return PassResult(delay=0.0)
 
     def _model_cache(self, pop: PopulationContext, jobs: Mapping[str, JobView]) -> PopulationContext | None:
-        """``pop`` once its model cache is ready (or it has none); ``None`` while fetching or after failing."""
+        """``pop`` once its model cache is ready (or it has none); else ``None`` (fetching, or failed)."""
         if pop.spec.model_cache is None:
             return pop
         step = ensure_model_cache(self.cluster, pop, jobs)

@@ -24,7 +24,18 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from nora.genetics import Genome, LoraModule, derive_seed, init_genome, make_generator, save_genome
+from nora.evolution.strategies.points import POINT_FILE, PointRecord, module_points
+from nora.genetics import (
+    GeneticsError,
+    Genome,
+    LoraModule,
+    derive_seed,
+    init_genome,
+    make_generator,
+    save_genome,
+)
+from nora.genetics.projection import project_genome
+from nora.storage import StoreError, open_uri
 from nora.trainer import model_cache
 from nora.trainer.errors import TrainerInputError
 from nora.trainer.irpo_config import AdapterRef, BaseModelRef
@@ -172,16 +183,35 @@ def on_base_model(genome: Genome, uri: str) -> Genome:
     return replace(genome, config={**config, **base_model_reference(uri)})
 
 
-def fresh_genome(targets: Targets, adapter: AdapterRef, seed: int, base_uri: str) -> Genome:
-    """Generation 0: a PEFT-style fresh LoRA (Kaiming-uniform A, zero B) on ``targets``, from ``seed``."""
-    config: dict[str, Any] = {
+def _adapter_config(targets: Targets, adapter: AdapterRef, base_uri: str) -> dict[str, Any]:
+    return {
         "task_type": "CAUSAL_LM",
         "target_modules": list(targets.names),
         "lora_dropout": adapter.dropout,
         **base_model_reference(base_uri),
     }
+
+
+def fresh_genome(targets: Targets, adapter: AdapterRef, seed: int, base_uri: str) -> Genome:
+    """Generation 0: a PEFT-style fresh LoRA (Kaiming-uniform A, zero B) on ``targets``, from ``seed``."""
     generator = make_generator(derive_seed(seed, "fresh-adapter"))
-    return init_genome(targets.shapes, adapter.rank, adapter.alpha, generator, config=config)
+    return init_genome(
+        targets.shapes,
+        adapter.rank,
+        adapter.alpha,
+        generator,
+        config=_adapter_config(targets, adapter, base_uri),
+    )
+
+
+def projected_genome(targets: Targets, adapter: AdapterRef, record: PointRecord, base_uri: str) -> Genome:
+    """A ``cmaes`` genome's starting adapter: its point record projected onto the target modules."""
+    try:
+        points = module_points(record, targets.shapes)
+        config = _adapter_config(targets, adapter, base_uri)
+        return project_genome(points, targets.shapes, record.projection, config=config)
+    except GeneticsError as error:
+        raise TrainerInputError(f"adapter.uri: {error}") from None
 
 
 def attach_genome(model: PreTrainedModel, genome: Genome, dropout: float, scratch: Path) -> PeftModel:
@@ -227,3 +257,14 @@ def extract_genome(model: PeftModel, like: Genome) -> Genome:
         for name, parts in factors.items()
     }
     return like.with_modules(modules)
+
+
+def point_record(uri: str) -> PointRecord | None:
+    """The ``cmaes`` point record in the adapter folder ``uri`` (a genome's ``start/``), if it has one."""
+    try:
+        store, key = open_uri(uri)
+        if not store.exists(f"{key}/{POINT_FILE}"):
+            return None
+        return PointRecord.loads(store.read_bytes(f"{key}/{POINT_FILE}"))
+    except (StoreError, GeneticsError) as error:
+        raise TrainerInputError(f"adapter.uri: {error}") from None

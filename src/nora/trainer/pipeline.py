@@ -110,6 +110,10 @@ def _starting_genome(state: _State, base: torch.nn.Module) -> Genome:
             len(targets.shapes),
         )
         return models.fresh_genome(targets, job.adapter, job.irpo.seed, job.base_model.uri)
+    record = models.point_record(job.adapter.uri)
+    if record is not None:
+        log.info("adapter: projection of a %d-dimensional point", record.projection.dimension)
+        return models.projected_genome(targets, job.adapter, record, job.base_model.uri)
     return _download_adapter(job.adapter.uri, state.scratch)
 
 
