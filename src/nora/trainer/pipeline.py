@@ -10,12 +10,8 @@ resumes from it, skipping sampling (:mod:`nora.trainer.checkpoint`).
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,8 +23,8 @@ import trl
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from nora.evolution.genome_store import download_genome, upload_genome
-from nora.genetics import Genome, derive_seed, load_genome, save_genome
+from nora.evolution.genome_store import download_genome
+from nora.genetics import Genome, derive_seed, load_genome
 from nora.storage import LocalStore, StoreError, open_uri
 from nora.trainer import checkpoint, models
 from nora.trainer.data import Example, format_prompts, load_split, prompt_window
@@ -36,6 +32,7 @@ from nora.trainer.errors import TrainerError, TrainerInputError
 from nora.trainer.evaluate import Accuracy, HeldoutLoss, PairLogps, greedy_accuracy, irpo_loss, pair_logps
 from nora.trainer.irpo_config import TrainerJob
 from nora.trainer.irpo_trainer import Pair, PairStats, TrainStats, build_pairs, sample_answers
+from nora.trainer.outputs import PhaseClock, write_outputs
 from nora.trainer.targets import resolve_targets
 
 log = logging.getLogger("nora.trainer")
@@ -52,25 +49,6 @@ class RunResult:
     metrics_uri: str
     adapter_uri: str
     samples_uri: str
-
-
-@dataclass
-class _Clock:
-    durations: dict[str, float] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        begun = time.monotonic()
-        log.info("%s: started", name)
-        try:
-            yield
-        finally:
-            self.durations[name] = round(time.monotonic() - begun, 3)
-        log.info("%s: done in %.1fs", name, self.durations[name])
-
-    def total(self) -> float:
-        return round(time.monotonic() - self.started, 3)
 
 
 @dataclass
@@ -267,7 +245,7 @@ def run_job(
 
 
 def _run(job: TrainerJob, scratch: Path, watch: checkpoint.StopWatch) -> RunResult:
-    clock, state = _Clock(), _State(job=job, scratch=scratch)
+    clock, state = PhaseClock(), _State(job=job, scratch=scratch)
     log.info(
         "genome %s (population %s, generation %d): method %s, seed %d",
         job.genome,
@@ -310,7 +288,7 @@ def _metrics(
     heldout: HeldoutLoss | None,
     train: TrainStats | None,
     fitness: float,
-    clock: _Clock,
+    clock: PhaseClock,
 ) -> dict[str, Any]:
     job, config = state.job, state.job.irpo
     durations = clock.durations
@@ -373,47 +351,9 @@ def _environment(state: _State) -> dict[str, Any]:
     }
 
 
-def _with_total(metrics: dict[str, Any], clock: _Clock) -> bytes:
-    metrics["durations"] = {**clock.durations, "total": clock.total()}
-    return (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode()
-
-
 def _pair_records(state: _State) -> list[dict[str, Any]]:
     return [
         {"split": split, **pair.__dict__}
         for split, pairs in (("train", state.train_pairs), ("heldout", state.heldout_pairs))
         for pair in pairs
     ]
-
-
-def _jsonl(records: list[dict[str, Any]]) -> bytes:
-    return "".join(
-        json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n" for record in records
-    ).encode()
-
-
-def write_outputs(
-    output: str,
-    genome: Genome,
-    records: dict[str, list[dict[str, Any]]],
-    metrics: dict[str, Any],
-    clock: _Clock,
-) -> tuple[str, str, str]:
-    """Write ``samples.jsonl``, ``pairs.jsonl``, ``adapter/`` and (last) ``metrics.json``; their URIs.
-
-    ``records`` maps ``samples`` (one greedy eval completion per eval prompt) and ``pairs`` (every
-    training and held-out preference pair) to their rows.
-    """
-    try:
-        store, key = open_uri(output)
-        for name in ("samples", "pairs"):
-            store.write_bytes(f"{key}/{name}.jsonl", _jsonl(records[name]))
-        if isinstance(store, LocalStore):
-            save_genome(genome, store.root / key / "adapter", overwrite=True)
-        else:
-            upload_genome(store, f"{key}/adapter", genome)
-        store.write_bytes(f"{key}/metrics.json", _with_total(metrics, clock))
-    except StoreError as error:
-        raise TrainerError(f"output: {error}") from None
-    base = output.rstrip("/")
-    return f"{base}/metrics.json", f"{base}/adapter", f"{base}/samples.jsonl"
