@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import ssl
 import subprocess
 import sys
@@ -35,14 +34,13 @@ from urllib.parse import quote
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support import certs, s3  # noqa: E402
+from tests.support import certs, s3, standin  # noqa: E402
 from tests.support.binaries import require  # noqa: E402
 from tests.support.controlplane import Processes, start_apiserver, start_etcd, write_kubeconfig  # noqa: E402
 from tests.support.kubeapi import MERGE_PATCH, KubeHTTP  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
 NAMESPACE = "bench"
-SHAPES = {"model.layers.0.self_attn.q_proj": (64, 64), "model.layers.0.self_attn.v_proj": (64, 64)}
 GROUP = "/apis/nora.dev/v1alpha1"
 
 
@@ -92,24 +90,7 @@ class FakeKubelet:
             return len(json.loads(reply.read())["items"])
 
     def _output(self, job: dict[str, Any]) -> None:
-        from nora.api.task import GenomeTask
-        from nora.evolution.genome_store import upload_genome
-        from nora.genetics import init_genome, make_generator
-        from nora.operator.storage import copy_prefix
-
-        task_uri = job["metadata"]["annotations"]["nora.dev/task"]
-        key = task_uri.split("/", 3)[3]
-        task = GenomeTask.model_validate_json(self.store.read_bytes(key))
-        out = task.output.split("/", 3)[3]
-        if task.adapter.uri:
-            copy_prefix(self.store, task.adapter.uri.split("/", 3)[3], f"{out}/adapter")
-        else:
-            genome = init_genome(SHAPES, 4, 8.0, make_generator(task.seed), b_std=0.01)
-            upload_genome(self.store, f"{out}/adapter", genome)
-        fitness = random.Random(task.seed).random()
-        self.store.write_bytes(
-            f"{out}/metrics.json", json.dumps({"fitness": fitness, "accuracy": fitness}).encode()
-        )
+        standin.train(job["metadata"]["annotations"]["nora.dev/task"])
 
     def _complete(self, job: dict[str, Any]) -> None:
         self._output(job)

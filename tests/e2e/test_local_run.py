@@ -15,24 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from nora.genetics import load_genome
-from nora.local.report import read_run
+from nora.local.state import load_state
+from tests.support.manifests import population_yaml
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-TINY_SPEC: dict[str, Any] = {
+TINY: dict[str, Any] = {
     "baseModel": {"uri": "toy://arithmetic"},
     "dataset": {"train": "toy://arithmetic/train", "eval": "toy://arithmetic/eval"},
-    "populationSize": 4,
     "maxGenerations": 2,
     "seed": 3,
-    "selection": {"method": "tournament", "survivors": 2, "elites": 1, "tournamentSize": 2},
     "mutation": {"sigma": 0.001, "rankGrowProbability": 0.3, "rankShrinkProbability": 0.1, "maxRank": 8},
-    "adapter": {"initialRank": 2, "alpha": 4, "targetModules": ["q_proj", "v_proj"]},
     "training": {
         "samplesPerPrompt": 4,
         "pairsPerPrompt": 1,
@@ -43,19 +40,12 @@ TINY_SPEC: dict[str, Any] = {
         "evalPrompts": 16,
         "learningRate": 0.002,
     },
-    "parallelism": 2,
 }
 
 
 def write_manifest(folder: Path, name: str = "tiny", **spec: Any) -> Path:
-    document = {
-        "apiVersion": "nora.dev/v1alpha1",
-        "kind": "Population",
-        "metadata": {"name": name},
-        "spec": {**TINY_SPEC, **spec},
-    }
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(document))
+    path.write_text(population_yaml(name, **{**TINY, **spec}))
     return path
 
 
@@ -70,7 +60,8 @@ def test_a_real_local_evolution_stores_lineage_and_reports(tmp_path: Path) -> No
     run_dir = tmp_path / "run"
     finished = nora("run", str(manifest), "--dir", str(run_dir))
     assert finished.returncode == 0, finished.stderr[-3000:]
-    state = read_run(run_dir)
+    state = load_state(run_dir)
+    assert state is not None
     assert (state.phase, len(state.history)) == ("Succeeded", 2)
     for generation in state.generations:
         for plan, result in zip(generation.plans, generation.results, strict=True):
@@ -147,7 +138,9 @@ def test_sigkill_during_a_generation_then_resume_matches_an_uninterrupted_run(tm
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert read_run(resumed_dir).phase == "Running"
+    halfway = load_state(resumed_dir)
+    assert halfway is not None
+    assert halfway.phase == "Running"
     again = nora("run", str(manifest), "--dir", str(resumed_dir))
     assert again.returncode == 0, again.stderr[-3000:]
     assert (resumed_dir / "state.json").read_bytes() == (tmp_path / "straight" / "state.json").read_bytes()

@@ -21,10 +21,8 @@ import pytest
 import torch
 
 from tests.integration.test_operator_support import (
-    OperatorProcess,
     get_generation,
     get_population,
-    install_crds,
     jobs_of,
     population,
     s3_objects,
@@ -32,9 +30,11 @@ from tests.integration.test_operator_support import (
     wait_phase,
 )
 from tests.support.controlplane import ControlPlane
+from tests.support.crds import install_crds
 from tests.support.fixtures import Kubectl
 from tests.support.kubeapi import JSON, KubeHTTP
 from tests.support.kubelet import ProcessKubelet
+from tests.support.operator import OperatorProcess, Operators
 from tests.support.s3 import S3Server
 from tests.support.waiting import wait_for
 
@@ -94,12 +94,13 @@ def evolution(
     work = tmp_path_factory.mktemp("operator-e2e")
     model, data = _toy(work / "toy")
     names = ("e2e-steady", "e2e-bumpy")
+    made = Operators(kubeconfig=control_plane.kubeconfig, folder=work)
     operators: dict[str, OperatorProcess] = {}
     try:
         for ns in names:
             kube_api.post("/api/v1/namespaces", {"metadata": {"name": ns}})
             s3_secret(kube_api, ns, s3_server)
-            operators[ns] = OperatorProcess(control_plane.kubeconfig, ns, work).start()
+            operators[ns] = made.start(ns, folder=work, real_trainer=True)
             manifest = population(
                 "toy",
                 ns,
@@ -132,8 +133,7 @@ def evolution(
             wait_phase(kube_api, ns, "toy", ("Succeeded", "Failed"), 1500, operators[ns])
         yield Evolution(names[0], names[1], model, caught, operators)
     finally:
-        for operator in operators.values():
-            operator.stop()
+        made.stop_all()
 
 
 def test_a_toy_population_evolves_to_succeeded_with_the_real_trainer(

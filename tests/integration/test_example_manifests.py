@@ -21,7 +21,7 @@ import yaml
 
 from nora.api.manifest import load_population, parse_population
 from nora.operator.reconciler import cluster_problems
-from tests.integration.test_operator_support import install_crds
+from tests.support.crds import install_crds
 from tests.support.fixtures import Kubectl
 
 pytestmark = pytest.mark.integration

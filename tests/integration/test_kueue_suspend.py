@@ -19,31 +19,28 @@ while it runs.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_operator_support import (
-    OperatorProcess,
     get_generation,
     get_population,
-    install_crds,
     jobs_of,
     population,
     s3_secret,
-    standin_command,
     wait_phase,
 )
-from tests.support.controlplane import ControlPlane
 from tests.support.fixtures import Kubectl
 from tests.support.kubeapi import JSON, KubeHTTP
 from tests.support.kubelet import ProcessKubelet
+from tests.support.operator import OperatorProcess, Operators
 from tests.support.s3 import S3Server
+from tests.support.standin import standin_command
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -78,19 +75,13 @@ def gates(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def operator(
-    control_plane: ControlPlane, kubectl: Kubectl, namespace: str, tmp_path: Path, gates: Path
-) -> Iterator[OperatorProcess]:
+def operator(operators: Operators, namespace: str, tmp_path: Path, gates: Path) -> OperatorProcess:
     """The operator, resyncing every second, whose genome containers run the gated stand-in trainer."""
-    install_crds(kubectl)
     gate = tmp_path / "gate.py"
     gate.write_text(GATE)
     standin = standin_command(tmp_path)[1:]  # [script, "--genome"]
     command = [sys.executable, str(gate), str(gates), *standin]
-    env = {"NORA_TRAIN_COMMAND": json.dumps(command), "NORA_RESYNC_SECONDS": "1"}
-    process = OperatorProcess(control_plane.kubeconfig, namespace, tmp_path, env=env)
-    yield process.start()
-    process.stop()
+    return operators.start(namespace, command=command, env={"NORA_RESYNC_SECONDS": "1"})
 
 
 def _starts(gates: Path, genome: str) -> int:

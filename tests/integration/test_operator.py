@@ -1,6 +1,6 @@
 """The operator on the real control plane and S3 server, with a stand-in trainer in the genome Jobs.
 
-The stand-in (``test_operator_support.STANDIN_TRAINER``) reads genome.json from S3 like ``nora train``
+The stand-in (:mod:`tests.support.standin`) reads genome.json from S3 like ``nora train``
 and writes a real adapter and a fitness derived from the adapter's bytes, so breeding, lineage, retries
 and restarts are exercised end to end in seconds per Job. The real trainer runs in tests/e2e.
 """
@@ -8,8 +8,10 @@ and restarts are exercised end to end in seconds per Job. The real trainer runs 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,23 +20,22 @@ import yaml
 from nora.api.manifest import parse_population
 from tests.integration.test_operator_support import (
     GROUP_PATH,
-    OperatorProcess,
     events_of,
     get_generation,
     get_population,
-    install_crds,
     job_running,
     jobs_of,
     population,
     s3_objects,
     s3_secret,
-    standin_command,
     wait_phase,
 )
 from tests.support.controlplane import ControlPlane
+from tests.support.crds import install_crds
 from tests.support.fixtures import Kubectl
 from tests.support.kubeapi import JSON, KubeHTTP
 from tests.support.kubelet import ProcessKubelet
+from tests.support.operator import OperatorProcess, Operators, alive
 from tests.support.s3 import S3Server
 from tests.support.waiting import wait_for
 
@@ -42,28 +43,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def crds(kubectl: Kubectl) -> None:
+def crds_installed(kubectl: Kubectl) -> None:
     install_crds(kubectl)
-
-
-@pytest.fixture
-def start_operator(
-    control_plane: ControlPlane, tmp_path: Path, crds: None
-) -> Iterator[list[OperatorProcess]]:
-    """Operators started by the test (stopped afterwards); use ``launch`` to make one."""
-    started: list[OperatorProcess] = []
-    yield started
-    for operator in started:
-        operator.stop()
-
-
-def launch(
-    started: list[OperatorProcess], plane: ControlPlane, namespace: str, folder: Path
-) -> OperatorProcess:
-    env = {"NORA_TRAIN_COMMAND": json.dumps(standin_command(folder))}
-    operator = OperatorProcess(plane.kubeconfig, namespace, folder, env=env)
-    started.append(operator)
-    return operator.start()
 
 
 def _spec(name: str, namespace: str, s3: S3Server, **spec: object) -> JSON:
@@ -99,7 +80,13 @@ def _spec(name: str, namespace: str, s3: S3Server, **spec: object) -> JSON:
     ],
 )
 def test_the_apiserver_refuses_a_broken_manifest_naming_the_field(
-    kubectl: Kubectl, crds: None, namespace: str, s3_server: S3Server, change: JSON, field: str, message: str
+    kubectl: Kubectl,
+    crds_installed: None,
+    namespace: str,
+    s3_server: S3Server,
+    change: JSON,
+    field: str,
+    message: str,
 ) -> None:
     document = _spec("broken", namespace, s3_server)
     document["spec"] = {**document["spec"], **change}
@@ -119,9 +106,9 @@ def test_a_semantic_error_is_a_condition_and_an_event_and_nothing_starts(
     namespace: str,
     s3_server: S3Server,
     tmp_path: Path,
-    start_operator: list[OperatorProcess],
+    operators: Operators,
 ) -> None:
-    operator = launch(start_operator, control_plane, namespace, tmp_path)
+    operator = operators.start(namespace)
     s3_secret(kube_api, namespace, s3_server)
     bad = population(
         "semantic",
@@ -182,9 +169,9 @@ def test_a_population_evolves_with_retries_lineage_and_bounded_parallelism(
     namespace: str,
     s3_server: S3Server,
     tmp_path: Path,
-    start_operator: list[OperatorProcess],
+    operators: Operators,
 ) -> None:
-    operator = launch(start_operator, control_plane, namespace, tmp_path)
+    operator = operators.start(namespace)
     s3_secret(kube_api, namespace, s3_server)
     failing = "evo-g0-3"
     standin = {"env": [{"name": "NORA_STANDIN_FAIL", "value": failing}]}
@@ -205,7 +192,7 @@ def test_a_population_evolves_with_retries_lineage_and_bounded_parallelism(
     assert g0 is not None
     broken = next(g for g in g0["status"]["genomes"] if g["id"] == failing)
     assert (broken["phase"], broken["attempts"]) == ("Failed", 2)  # backoffLimit 1: tried twice
-    assert broken["message"] == f"BackoffLimitExceeded: standin: {failing} always fails"
+    assert broken["message"] == f"BackoffLimitExceeded: nora train: error: standin: {failing} always fails"
     pods_of_failing = [
         name for ns, name in kubelet.pods_run() if ns == namespace and name.startswith(failing)
     ]
@@ -249,6 +236,7 @@ def test_a_population_evolves_with_retries_lineage_and_bounded_parallelism(
     assert "nora_breeding_duration_seconds_count" in metrics
     assert "nora_job_duration_seconds_bucket" in metrics
     assert operator.tracebacks() == 0, operator.describe()
+    _report_from_the_store(s3_server, tmp_path / "report", status)
 
     kubectl("delete", "population", "evo", "-n", namespace, "--wait=true", "--timeout=60s")
     wait_for(lambda: not jobs_of(kube_api, namespace, "evo"), timeout=120, what="Jobs garbage-collected")
@@ -258,6 +246,66 @@ def test_a_population_evolves_with_retries_lineage_and_bounded_parallelism(
         what="Generations garbage-collected",
     )
     assert "best.json" in s3_objects(s3_server, "nora/evo/best/")  # data kept without storage.cleanup
+
+
+def _report_from_the_store(s3: S3Server, folder: Path, status: JSON) -> None:
+    """``nora report`` and ``nora status`` read the cluster run from S3 (AWS environment credentials)."""
+    uri = f"s3://{s3.bucket}/nora/evo"
+    env = {**os.environ, **s3.env()}
+    report = subprocess.run(
+        [sys.executable, "-m", "nora", "report", uri, "--out", str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    rows = [line.split("│") for line in report.stdout.splitlines() if line.count("│") >= 8]  # data rows
+    assert [cells[1].strip() for cells in rows] == ["0", "1", "2"]
+    assert [float(cells[2]) for cells in rows] == pytest.approx(
+        [r["best"] for r in status["history"]], abs=1e-4
+    )
+    assert f"{status['best']['genome']} (" in report.stdout  # the lineage starts at the best genome
+    assert (folder / "fitness.png").stat().st_size > 1000
+    assert (folder / "lineage.png").stat().st_size > 1000
+    state = subprocess.run(
+        [sys.executable, "-m", "nora", "status", uri],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert state.returncode == 0, state.stderr[-3000:]
+    assert (
+        state.stdout.splitlines()[0]
+        == "population evo: Succeeded (MaxGenerations: ran spec.maxGenerations (3) generations)"
+    )
+    assert f"best: {status['best']['genome']} (generation {status['best']['generation']})" in state.stdout
+
+
+def test_the_breeding_process_dies_with_the_operator_process_alone(
+    kube_api: KubeHTTP,
+    kubectl: Kubectl,
+    control_plane: ControlPlane,
+    namespace: str,
+    s3_server: S3Server,
+    tmp_path: Path,
+    operators: Operators,
+) -> None:
+    operator = operators.start(namespace)
+    s3_secret(kube_api, namespace, s3_server)
+    kubectl("apply", "-f", "-", stdin=population("solo", namespace, s3_server))
+    wait_for(lambda: get_generation(kube_api, namespace, "solo-g0"), timeout=120, what="generation 0 planned")
+    children = operator.children()
+    assert children, "the breeding process runs beside the operator"
+    operator.kill_process_only()
+    wait_for(
+        lambda: not [pid for pid in children if alive(pid)],
+        timeout=30,
+        what=f"the operator's child processes {children} to exit after it was killed",
+    )
 
 
 def _generation_views(kube_api: KubeHTTP, namespace: str, name: str, count: int) -> list[JSON]:
@@ -289,19 +337,18 @@ def test_restarts_create_nothing_twice_and_change_no_result(
     namespace: str,
     s3_server: S3Server,
     tmp_path: Path,
-    start_operator: list[OperatorProcess],
+    operators: Operators,
 ) -> None:
     """The same Population twice: in one namespace untouched, in another with its operator killed while
     Jobs run and again while it breeds; then both resume when maxGenerations is raised."""
     steady, bumpy = namespace, f"{namespace}-b"
     kube_api.post("/api/v1/namespaces", {"metadata": {"name": bumpy}})
     try:
-        operators = {}
+        started: dict[str, OperatorProcess] = {}
         for ns in (steady, bumpy):
             s3_secret(kube_api, ns, s3_server)
             folder = tmp_path / ns
-            folder.mkdir()
-            operators[ns] = launch(start_operator, control_plane, ns, folder)
+            started[ns] = operators.start(ns, folder=folder)
             storage = {
                 "bucket": s3_server.bucket,
                 "endpoint": s3_server.endpoint,
@@ -311,7 +358,7 @@ def test_restarts_create_nothing_twice_and_change_no_result(
             }
             kubectl("apply", "-f", "-", stdin=population("twin", ns, s3_server, storage=storage))
 
-        operator = operators[bumpy]
+        operator = started[bumpy]
         wait_for(lambda: job_running(kube_api, bumpy, "twin"), timeout=120, what="a Job running")
         operator.kill()
         assert job_running(kube_api, bumpy, "twin")  # the Jobs go on without the operator
@@ -330,7 +377,7 @@ def test_restarts_create_nothing_twice_and_change_no_result(
         operator.start()
 
         for ns in (steady, bumpy):
-            wait_phase(kube_api, ns, "twin", ("Succeeded",), 600, operators[ns])
+            wait_phase(kube_api, ns, "twin", ("Succeeded",), 600, started[ns])
             kubectl(
                 "patch", "population", "twin", "-n", ns, "--type=merge", "-p", '{"spec":{"maxGenerations":3}}'
             )
@@ -345,7 +392,7 @@ def test_restarts_create_nothing_twice_and_change_no_result(
                 third,
                 timeout=600,
                 what=f"{ns}/twin resumed to 3 generations",
-                on_timeout=operators[ns].describe,
+                on_timeout=started[ns].describe,
             )
 
         views = {ns: _generation_views(kube_api, ns, "twin", 3) for ns in (steady, bumpy)}
@@ -361,7 +408,7 @@ def test_restarts_create_nothing_twice_and_change_no_result(
         pods = Counter(name.rsplit("-", 1)[0] for ns, name in kubelet.pods_run() if ns == bumpy)
         assert set(pods.values()) == {1}, pods  # every Job ran exactly one Pod: nothing ran twice
         assert sorted(pods) == sorted(j["metadata"]["name"] for j in jobs)
-        assert operators[steady].starts == 1
+        assert started[steady].starts == 1
         assert operator.starts == 3
 
         kubectl("delete", "population", "twin", "-n", bumpy, "--wait=true", "--timeout=60s")

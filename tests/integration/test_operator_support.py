@@ -4,95 +4,24 @@
   own metrics and liveness ports and log, that tests can kill (SIGKILL) and start again;
 - :func:`install_crds`: the generated CRDs applied with kubectl;
 - :func:`population`: a Population manifest whose storage points at the test S3 server;
-- :data:`STANDIN_TRAINER`: a small stand-in for ``nora train`` for tests of the operator's mechanics: it
-  reads genome.json from S3 like the trainer, fails on purpose for the genomes named in
-  ``$NORA_STANDIN_FAIL`` (exit 1, termination message), else writes a real adapter (the starting one,
-  or a fresh one from the genome's seed) and a deterministic fitness derived from the adapter's bytes.
+- the stand-in trainer lives in :mod:`tests.support.standin`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sys
-import urllib.request
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
-
-from tests.support.controlplane import free_port
-from tests.support.fixtures import Kubectl
 from tests.support.kubeapi import JSON, KubeHTTP
-from tests.support.procs import ManagedProcess, tail
+from tests.support.manifests import population_yaml
+from tests.support.operator import OperatorProcess
 from tests.support.s3 import S3Server
 from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
 GROUP_PATH = "/apis/nora.dev/v1alpha1"
-
-STANDIN_TRAINER = """
-import hashlib, json, os, sys
-from nora.api.task import GenomeTask
-from nora.storage import open_uri
-
-store, key = open_uri(sys.argv[-1])
-task = GenomeTask.model_validate_json(store.read_bytes(key))
-if task.genome in os.environ.get("NORA_STANDIN_FAIL", "").split(","):
-    message = f"standin: {task.genome} always fails"
-    print(message, file=sys.stderr)
-    with open(os.environ.get("NORA_TERMINATION_LOG", "/dev/termination-log"), "w") as log:
-        log.write(message)
-    sys.exit(1)
-from nora.evolution.genome_store import download_genome, upload_genome
-from nora.genetics import init_genome, make_generator
-
-if task.adapter.uri:
-    genome = download_genome(*open_uri(task.adapter.uri))
-else:
-    shapes = {f"model.layers.0.self_attn.{m}": (16, 16) for m in task.adapter.target_modules}
-    genome = init_genome(shapes, task.adapter.rank, task.adapter.alpha, make_generator(task.seed), b_std=0.01)
-out_store, out = open_uri(task.output)
-upload_genome(out_store, f"{out}/adapter", genome)
-weights = b"".join(m.a.numpy().tobytes() + m.b.numpy().tobytes() for m in genome.modules.values())
-fitness = int.from_bytes(hashlib.sha256(weights).digest()[:8], "big") / 2**64
-metrics = {"fitness": fitness, "accuracy": fitness, "irpo_loss": 1 - fitness}
-out_store.write_bytes(f"{out}/metrics.json", json.dumps(metrics).encode())
-print(json.dumps({"genome": task.genome, "fitness": fitness}))
-"""
-
-
-def install_crds(kubectl: Kubectl, *paths: Path) -> None:
-    """Apply CRD files (default: the generated ones in crds/) and poll until each is Established.
-
-    Polling ``get`` rather than ``kubectl wait``: kubectl 1.32's ``wait --for=condition`` fails at once
-    ("accessor error") when it reads a CRD whose status has no conditions yet.
-    """
-    files = paths or tuple(sorted(CRDS.glob("*.yaml")))
-    for path in files:
-        kubectl("apply", "-f", str(path))
-    names = [doc["metadata"]["name"] for path in files for doc in yaml.safe_load_all(path.read_text()) if doc]
-    established = '{.status.conditions[?(@.type=="Established")].status}'
-
-    def ready() -> bool:
-        return all(
-            kubectl("get", f"crd/{name}", "-o", f"jsonpath={established}", check=False).stdout == "True"
-            for name in names
-        )
-
-    wait_for(ready, timeout=60, what=f"CRDs {', '.join(names)} Established", interval=0.2)
-
-
-def standin_command(folder: Path) -> list[str]:
-    """The stand-in trainer's command (before the task URI)."""
-    script = folder / "standin_trainer.py"
-    script.write_text(STANDIN_TRAINER)
-    return [sys.executable, str(script), "--genome"]
 
 
 def s3_secret(api: KubeHTTP, namespace: str, s3: S3Server, name: str = "s3") -> str:
@@ -106,102 +35,10 @@ def s3_secret(api: KubeHTTP, namespace: str, s3: S3Server, name: str = "s3") -> 
 
 
 def population(name: str, namespace: str, s3: S3Server, **spec: Any) -> str:
-    """A Population manifest (YAML) storing into the test bucket; ``spec`` overrides the defaults."""
-    base: dict[str, Any] = {
-        "baseModel": {"uri": "file:///nonexistent/model"},
-        "dataset": {"train": "file:///nonexistent/train.jsonl", "eval": "file:///nonexistent/eval.jsonl"},
-        "populationSize": 4,
-        "maxGenerations": 2,
-        "seed": 7,
-        "selection": {"method": "tournament", "survivors": 2, "elites": 1, "tournamentSize": 2},
-        "mutation": {"sigma": 0.01, "rankGrowProbability": 0.3, "rankShrinkProbability": 0.1, "maxRank": 8},
-        "adapter": {"initialRank": 2, "alpha": 4, "targetModules": ["q_proj", "v_proj"]},
-        "parallelism": 2,
-        "retries": {"backoffLimit": 1},
-        "storage": {
-            "bucket": s3.bucket,
-            "endpoint": s3.endpoint,
-            "region": s3.region,
-            "secretRef": {"name": "s3"},
-        },
-    }
-    document = {
-        "apiVersion": "nora.dev/v1alpha1",
-        "kind": "Population",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {**base, **spec},
-    }
-    return yaml.safe_dump(document)
-
-
-@dataclass
-class OperatorProcess:
-    """``python -m nora.operator`` serving ``namespace`` (start, kill, stop; log kept in ``workdir``)."""
-
-    kubeconfig: Path
-    namespace: str
-    workdir: Path
-    env: Mapping[str, str] = field(default_factory=dict)
-    metrics_port: int = field(default_factory=free_port)
-    liveness_port: int = field(default_factory=free_port)
-    process: ManagedProcess | None = None
-    starts: int = 0
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / f"operator-{self.namespace}.log"
-
-    def start(self) -> OperatorProcess:
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "NORA_NAMESPACES": self.namespace,
-            "NORA_METRICS_ADDRESS": "127.0.0.1",
-            "NORA_METRICS_PORT": str(self.metrics_port),
-            "NORA_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.liveness_port}/healthz",
-            "NORA_RESYNC_SECONDS": "5",
-            **self.env,
-        }
-        argv = [sys.executable, "-m", "nora.operator", "--verbose"]
-        self.process = ManagedProcess(f"operator-{self.starts}", argv, self.log, env=env).start()
-        self.starts += 1
-        wait_for(self.healthy, timeout=120, what="the operator's liveness endpoint", on_timeout=self.describe)
-        return self
-
-    def healthy(self) -> bool:
-        assert self.process is not None
-        self.process.ensure_alive()
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as reply:
-            return bool(reply.status == 200)
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
-            return str(reply.read().decode())
-
-    def reconcile_passes(self) -> int:
-        """Reconcile passes the operator has run so far (its ``nora_reconcile_duration_seconds_count``)."""
-        for family in text_string_to_metric_families(self.metrics()):
-            for sample in family.samples:
-                if sample.name == "nora_reconcile_duration_seconds_count":
-                    return int(sample.value)
-        raise AssertionError("the operator exports no nora_reconcile_duration_seconds_count")
-
-    def kill(self) -> None:
-        """SIGKILL the operator's whole process group (the operator and its breeding process)."""
-        assert self.process is not None
-        assert self.process.popen is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.popen.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop(grace=15)
-
-    def describe(self) -> str:
-        return f"operator log ({self.log}):\n{tail(self.log, 80)}"
-
-    def tracebacks(self) -> int:
-        return self.log.read_text(errors="replace").count("Traceback") if self.log.exists() else 0
+    """A Population manifest (YAML) storing into the test bucket over 2 generations; ``spec`` overrides."""
+    storage = {"bucket": s3.bucket, "endpoint": s3.endpoint, "region": s3.region, "secretRef": {"name": "s3"}}
+    defaults = {"maxGenerations": 2, "retries": {"backoffLimit": 1}, "storage": storage}
+    return population_yaml(name, namespace, **{**defaults, **spec})
 
 
 def get_population(api: KubeHTTP, namespace: str, name: str) -> JSON:

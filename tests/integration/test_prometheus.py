@@ -39,19 +39,16 @@ import yaml
 
 from tests.integration.test_operator_support import (
     REPO,
-    OperatorProcess,
-    install_crds,
     population,
     s3_secret,
-    standin_command,
     wait_phase,
 )
 from tests.support import prometheus
 from tests.support.binaries import require
-from tests.support.controlplane import ControlPlane
 from tests.support.fixtures import Kubectl
 from tests.support.kubeapi import JSON, KubeHTTP
 from tests.support.kubelet import ProcessKubelet
+from tests.support.operator import OperatorProcess, Operators
 from tests.support.prometheus import PanelQuery, Prometheus
 from tests.support.s3 import S3Server
 from tests.support.waiting import wait_for
@@ -80,15 +77,9 @@ def _chart_file(path: Path) -> Path:
 
 
 @pytest.fixture
-def operator(
-    control_plane: ControlPlane, tmp_path: Path, kubectl: Kubectl, namespace: str
-) -> Iterator[OperatorProcess]:
+def operator(operators: Operators, namespace: str) -> OperatorProcess:
     """The operator (not started yet) serving the test's namespace with the stand-in trainer."""
-    install_crds(kubectl)
-    env = {"NORA_TRAIN_COMMAND": json.dumps(standin_command(tmp_path))}
-    process = OperatorProcess(control_plane.kubeconfig, namespace, tmp_path, env=env)
-    yield process
-    process.stop()
+    return operators.make(namespace)
 
 
 def _render(*values: str) -> list[JSON]:

@@ -23,8 +23,6 @@ import pytest
 import yaml
 
 from tests.integration.test_operator_support import (
-    OperatorProcess,
-    install_crds,
     s3_secret,
     wait_phase,
 )
@@ -34,6 +32,7 @@ from tests.support.fixtures import Kubectl
 from tests.support.helm import Doc, dump, env_of, grants, of_kind, one, render
 from tests.support.kubeapi import ApiError, KubeHTTP
 from tests.support.kubelet import ProcessKubelet
+from tests.support.operator import Operators
 from tests.support.s3 import S3Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -145,9 +144,9 @@ def test_the_operator_evolves_the_quick_start_with_the_chart_rbac_and_nothing_mo
     namespace: str,
     extra_namespaces: list[str],
     tmp_path: Path,
+    operators: Operators,
 ) -> None:
     release_ns, other_ns = extra_namespaces
-    install_crds(kubectl)
     docs = _install_rbac(kubectl, release_ns, namespace)
     token = _token(kube_api, release_ns)
     kubeconfig = write_kubeconfig(
@@ -156,16 +155,15 @@ def test_the_operator_evolves_the_quick_start_with_the_chart_rbac_and_nothing_mo
     s3_secret(kube_api, namespace, s3_server)
     env = {k: v for k, v in env_of(one(docs, "Deployment")).items() if k not in HARNESS_ENV}
     assert env["NORA_NAMESPACES"] == namespace
-    operator = OperatorProcess(kubeconfig, namespace, tmp_path, env={**env, "NORA_RESYNC_SECONDS": "5"})
-    operator.start()
-    try:
-        kubectl("apply", "-f", "-", stdin=_quickstart(namespace, s3_server, tmp_path / "toy"))
-        done = wait_phase(kube_api, namespace, "quickstart", ("Succeeded", "Failed"), 300, operator)
-        assert done["status"]["phase"] == "Succeeded", operator.describe()
-        assert done["status"]["completedGenerations"] == 2
-        assert _reconcile_errors(operator.metrics()) == 0
-    finally:
-        operator.stop()
+    operator = operators.start(
+        namespace, env={**env, "NORA_RESYNC_SECONDS": "5"}, kubeconfig=kubeconfig, real_trainer=True
+    )
+    kubectl("apply", "-f", "-", stdin=_quickstart(namespace, s3_server, tmp_path / "toy"))
+    done = wait_phase(kube_api, namespace, "quickstart", ("Succeeded", "Failed"), 300, operator)
+    assert done["status"]["phase"] == "Succeeded", operator.describe()
+    assert done["status"]["completedGenerations"] == 2
+    assert _reconcile_errors(operator.metrics()) == 0
+    operator.stop()
     forbidden = [
         line for line in operator.log.read_text(errors="replace").splitlines() if "Forbidden" in line
     ]

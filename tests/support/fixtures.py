@@ -23,6 +23,7 @@ from tests.support.binaries import require
 from tests.support.controlplane import ControlPlane, Processes
 from tests.support.kubeapi import KubeHTTP
 from tests.support.kubelet import KubeletConfig, ProcessKubelet
+from tests.support.operator import Operators
 
 TEST_GPUS = 2  # nvidia.com/gpu capacity of the harness's Node
 
@@ -153,6 +154,17 @@ def namespace(kube_api: KubeHTTP, request: pytest.FixtureRequest) -> Iterator[st
     kube_api.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     yield name
     kube_api.delete(f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture
+def operators(control_plane: ControlPlane, kubectl: Kubectl, tmp_path: Path) -> Iterator[Operators]:
+    """The one way tests get operators: CRDs installed, the stand-in trainer by default, all stopped after."""
+    from tests.support.crds import install_crds
+
+    install_crds(kubectl)
+    made = Operators(kubeconfig=control_plane.kubeconfig, folder=tmp_path / "operators")
+    yield made
+    made.stop_all()
 
 
 @pytest.fixture(scope="session")

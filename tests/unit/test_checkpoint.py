@@ -18,6 +18,7 @@ from nora.trainer import checkpoint, models, state_files
 from nora.trainer.evaluate import PairLogps
 from nora.trainer.irpo_config import BaseModelRef, IrpoConfig
 from nora.trainer.irpo_trainer import Pair, train_dpo
+from nora.trainer.targets import resolve_targets
 from tests.unit.test_trainer_models import build_tiny_llama
 
 PAIRS = [
@@ -78,7 +79,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PreTrainedToke
         models.ModelSource(str(folder), None, True), BaseModelRef(uri=str(folder))
     )
     base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    shapes = models.target_shapes(base, ("q_proj", "v_proj"))
+    shapes = resolve_targets(base, ("q_proj", "v_proj")).shapes
     start = init_genome(shapes, 4, 8.0, make_generator(3), config={"target_modules": ["q_proj", "v_proj"]})
     return folder, tokenizer, start
 

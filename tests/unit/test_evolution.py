@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 
 from nora.api.population import PopulationSpec
+from nora.api.status import HistoryRow
 from nora.evolution.breeding import execute
 from nora.evolution.genome_store import download_genome, upload_genome
 from nora.evolution.layout import trained_adapter_key
 from nora.evolution.planning import GenerationPlan, plan_initial, plan_next
-from nora.evolution.records import GenerationSummary, GenomePlan, GenomeResult, summarize
+from nora.evolution.records import GenomePlan, GenomeResult, summarize
 from nora.evolution.stopping import decide
 from nora.evolution.tasks import genome_task
 from nora.genetics import GeneticsError
@@ -42,7 +43,7 @@ def scored(plan: GenerationPlan, fitness: list[float | None]) -> list[tuple[Geno
         adapter = trained_adapter_key("nora", POP, genome.generation, genome.id)
         result = GenomeResult(id=genome.id, attempts=1)
         result = (
-            result.succeeded(value, {"accuracy": value}, adapter)
+            result.update(phase="Succeeded", fitness=value, metrics={"accuracy": value}, adapter=adapter)
             if value is not None
             else GenomeResult(id=genome.id, phase="Failed", attempts=3, message="boom")
         )
@@ -72,8 +73,8 @@ def test_next_generation_keeps_elites_and_breeds_only_from_survivors(method: str
     assert len(plan.genomes) == 6
     elites = [g for g in plan.genomes if g.origin == "elite"]
     assert [(g.parents, g.fitness, g.train) for g in elites] == [
-        (("pop-g0-1",), 0.9, False),
-        (("pop-g0-4",), 0.7, False),
+        (["pop-g0-1"], 0.9, False),
+        (["pop-g0-4"], 0.7, False),
     ]
     assert elites[0].adapter == previous[1][1].adapter
     survivors = {"pop-g0-1", "pop-g0-4", "pop-g0-3"}
@@ -91,7 +92,7 @@ def test_minimize_goal_prefers_low_loss_elites() -> None:
     )
     previous = scored(plan_initial(spec, POP), [0.9, 0.3, 0.5, 0.4, 0.8, 0.7])
     elite = plan_next(spec, POP, 1, previous).genomes[0]
-    assert elite.parents == ("pop-g0-1",)
+    assert elite.parents == ["pop-g0-1"]
     assert elite.fitness == 0.3
 
 
@@ -131,9 +132,16 @@ def test_breeding_orders_write_identical_children_and_skip_finished_ones(tmp_pat
         assert child.hyperparameters == pytest.approx(dict(order.hyperparameters))
 
 
-def summary(generation: int, best: float | None, failed: int = 0) -> GenerationSummary:
-    return GenerationSummary(
-        generation, best, best, best, 0.0, "g" if best is not None else None, 6 - failed, failed
+def summary(generation: int, best: float | None, failed: int = 0) -> HistoryRow:
+    return HistoryRow(
+        generation=generation,
+        best=best,
+        mean=best,
+        worst=best,
+        diversity=0.0,
+        best_genome="g" if best is not None else None,
+        succeeded=6 - failed,
+        failed=failed,
     )
 
 
@@ -161,7 +169,7 @@ def test_failure_budget_fails_the_population() -> None:
 def test_minimize_target_and_summaries() -> None:
     spec = make_spec(fitness={"metric": "irpo_loss", "goal": "minimize"}, stopping={"targetFitness": 0.2})
     results = [r for _, r in scored(plan_initial(spec, POP), [0.5, 0.1, None, 0.3, 0.4, 0.2])]
-    row = summarize(0, results, maximize=False)
+    row = summarize(0, results, "minimize")
     assert (row.best, row.worst, row.best_genome, row.failed, row.succeeded) == (0.1, 0.5, "pop-g0-1", 1, 5)
     assert row.mean == pytest.approx(0.3)
     assert decide(spec, [row]).reason == "TargetReached"

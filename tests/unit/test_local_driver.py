@@ -14,19 +14,17 @@ from typing import Any
 
 import pytest
 
-from nora.api.manifest import PopulationManifest, parse_population
-from nora.api.task import GenomeTask
-from nora.evolution.genome_store import download_genome, upload_genome
-from nora.genetics import init_genome, load_genome, make_generator
+from nora.api.manifest import PopulationManifest
+from nora.cli.report import lineage, read_run
+from nora.evolution import contract
+from nora.genetics import load_genome
 from nora.genetics.io import MANIFEST_FILE
+from nora.local.display import LineDisplay
 from nora.local.driver import LocalDriver, RunConfig, RunError
 from nora.local.executor import Launch, Outcome
-from nora.local.progress import LineDisplay
-from nora.local.report import lineage, read_run
-from nora.local.state import STATE_FILE
-from nora.storage import open_uri
-
-SHAPES = {"model.layers.0.self_attn.q_proj": (8, 8), "model.layers.0.self_attn.v_proj": (4, 8)}
+from nora.local.state import STATE_FILE, load_state
+from tests.support import standin
+from tests.support.manifests import population_manifest
 
 
 @dataclass
@@ -41,11 +39,12 @@ class _Done:
 
 
 @dataclass
-class FakeTrainer:
-    """Writes a deterministic 'trained' adapter and a fitness that depends only on the adapter."""
+class FakeExecutor:
+    """Runs the stand-in trainer in-process; some genomes fail (exit 1, or exit 2 for bad input)."""
 
     always_fail: set[str] = field(default_factory=set)
     fail_first: set[str] = field(default_factory=set)
+    bad_input: set[str] = field(default_factory=set)
     interrupt_after: int | None = None
     started: Counter[str] = field(default_factory=Counter)
 
@@ -53,52 +52,34 @@ class FakeTrainer:
         if self.interrupt_after is not None and sum(self.started.values()) >= self.interrupt_after:
             raise KeyboardInterrupt
         self.started[launch.genome] += 1
-        store, key = open_uri(launch.task_uri)
-        task = GenomeTask.model_validate_json(store.read_bytes(key))
-        if task.genome in self.always_fail or (
-            task.genome in self.fail_first and self.started[task.genome] == 1
-        ):
-            return _Done(Outcome(exit_code=1, summary=None, reason="CUDA out of memory (fake)"))
-        if task.adapter.uri:
-            adapter_store, adapter_key = open_uri(task.adapter.uri)
-            genome = download_genome(adapter_store, adapter_key)
-        else:
-            genome = init_genome(
-                SHAPES, task.adapter.rank, task.adapter.alpha, make_generator(task.seed), b_std=0.1
+        if launch.genome in self.bad_input:
+            reason = f"{contract.ERROR_PREFIX}baseModel.uri: no tokenizer files"
+            return _Done(Outcome(exit_code=contract.EXIT_INPUT_ERROR, summary=None, reason=reason))
+        failing = launch.genome in self.always_fail or (
+            launch.genome in self.fail_first and self.started[launch.genome] == 1
+        )
+        if failing:
+            return _Done(
+                Outcome(exit_code=contract.EXIT_FAILED, summary=None, reason="CUDA out of memory (fake)")
             )
-        fitness = round(float(sum(m.a.float().sum() for m in genome.modules.values())) % 1.0, 6)
-        out_store, out_key = open_uri(task.output)
-        upload_genome(out_store, f"{out_key}/adapter", genome)
-        out_store.write_bytes(f"{out_key}/metrics.json", json.dumps({"accuracy": fitness}).encode())
-        return _Done(Outcome(exit_code=0, summary={"genome": task.genome, "fitness": fitness}, reason=""))
+        return _Done(
+            Outcome(exit_code=contract.EXIT_SUCCEEDED, summary=standin.train(launch.task_uri), reason="")
+        )
 
 
 def population(**spec: Any) -> PopulationManifest:
-    body: dict[str, Any] = {
-        "baseModel": {"uri": "file:///models/toy"},
-        "dataset": {"train": "file:///data/train.jsonl", "eval": "file:///data/eval.jsonl"},
-        "populationSize": 4,
-        "maxGenerations": 3,
-        "seed": 11,
-        "selection": {"method": "tournament", "survivors": 2, "elites": 1},
-        "adapter": {"initialRank": 2, "alpha": 4},
-        "mutation": {"sigma": 0.01, "rankGrowProbability": 0.5, "rankShrinkProbability": 0.2},
-    }
-    body.update(spec)
-    return parse_population(
-        {"apiVersion": "nora.dev/v1alpha1", "kind": "Population", "metadata": {"name": "quick"}, "spec": body}
-    )
+    return population_manifest("quick", **spec)
 
 
 def drive(
-    run_dir: Path, trainer: FakeTrainer, manifest: PopulationManifest | None = None, workers: int = 2
+    run_dir: Path, trainer: FakeExecutor, manifest: PopulationManifest | None = None, workers: int = 2
 ) -> Any:
     config = RunConfig(manifest=manifest or population(), run_dir=run_dir, workers=workers)
     return LocalDriver(config, trainer, LineDisplay()).run()
 
 
 def test_a_run_evolves_keeps_elites_untrained_and_exports_the_best(tmp_path: Path) -> None:
-    trainer = FakeTrainer()
+    trainer = FakeExecutor()
     state = drive(tmp_path, trainer)
     assert (state.phase, state.reason) == ("Succeeded", "MaxGenerations")
     assert [g.number for g in state.generations] == [0, 1, 2]
@@ -111,37 +92,40 @@ def test_a_run_evolves_keeps_elites_untrained_and_exports_the_best(tmp_path: Pat
     record = json.loads((tmp_path / "best" / "best.json").read_text())
     assert record["fitness"] == max(r.best for r in state.history if r.best is not None)
     assert (tmp_path / "store" / "nora" / "quick" / "best" / MANIFEST_FILE).exists()
-    assert any(
-        "(elite" in line or "(crossover" in line or "(mutation" in line
-        for line in lineage(state, record["genome"])
-    )
+    view = read_run(tmp_path)
+    assert next(lineage(view, record["genome"])).startswith(f"{record['genome']} (")
+    child = next(p for p in state.generations[2].plans if p.bred)
+    lines = list(lineage(view, child.id))
+    assert lines[0].startswith(f"{child.id} ({child.origin}, fitness ")
+    assert {line.split()[0] for line in lines[1:]} >= set(child.parents)
 
 
 def test_failures_are_retried_then_excluded_and_too_many_fail_the_population(tmp_path: Path) -> None:
-    trainer = FakeTrainer(always_fail={"quick-g0-1"}, fail_first={"quick-g0-2"})
+    trainer = FakeExecutor(always_fail={"quick-g0-1"}, fail_first={"quick-g0-2"})
     state = drive(tmp_path / "a", trainer, population(retries={"backoffLimit": 1}))
     results = {r.id: r for r in state.generations[0].results}
     assert (results["quick-g0-1"].phase, results["quick-g0-1"].attempts) == ("Failed", 2)
     assert "CUDA out of memory" in results["quick-g0-1"].message
     assert (results["quick-g0-2"].phase, results["quick-g0-2"].attempts) == ("Succeeded", 2)
     assert state.phase == "Succeeded"
-    failing = FakeTrainer(always_fail={"quick-g0-0", "quick-g0-1"})
+    failing = FakeExecutor(always_fail={"quick-g0-0", "quick-g0-1"})
     failed = drive(tmp_path / "b", failing, population(retries={"backoffLimit": 0, "maxFailedGenomes": 1}))
     assert (failed.phase, failed.reason) == ("Failed", "TooManyFailures")
 
 
 def test_an_interrupted_run_resumes_to_the_same_final_state(tmp_path: Path) -> None:
-    drive(tmp_path / "straight", FakeTrainer())
-    interrupted = FakeTrainer(interrupt_after=5)
+    drive(tmp_path / "straight", FakeExecutor())
+    interrupted = FakeExecutor(interrupt_after=5)
     with pytest.raises(KeyboardInterrupt):
         drive(tmp_path / "resumed", interrupted)
-    halfway = read_run(tmp_path / "resumed")
+    halfway = load_state(tmp_path / "resumed")
+    assert halfway is not None
     assert halfway.phase == "Running"
     finished = {r.id for g in halfway.generations for r in g.results if r.phase == "Succeeded"}
     cut_off = {r.id for g in halfway.generations for r in g.results if r.phase == "Running"}
     assert finished
     assert cut_off
-    resumed = FakeTrainer()
+    resumed = FakeExecutor()
     drive(tmp_path / "resumed", resumed)
     assert not set(resumed.started) & finished, "finished genomes are kept, never trained again"
     assert cut_off <= set(resumed.started), "an attempt cut off by the interruption starts again"
@@ -153,8 +137,16 @@ def test_an_interrupted_run_resumes_to_the_same_final_state(tmp_path: Path) -> N
 
 
 def test_a_different_manifest_is_refused_and_more_generations_resume(tmp_path: Path) -> None:
-    drive(tmp_path, FakeTrainer())
+    drive(tmp_path, FakeExecutor())
     with pytest.raises(RunError, match="holds a run of a different manifest"):
-        drive(tmp_path, FakeTrainer(), population(populationSize=5))
-    longer = drive(tmp_path, FakeTrainer(), population(maxGenerations=4))
+        drive(tmp_path, FakeExecutor(), population(populationSize=5))
+    longer = drive(tmp_path, FakeExecutor(), population(maxGenerations=4))
     assert (longer.phase, len(longer.history)) == ("Succeeded", 4)
+
+
+def test_bad_input_is_never_retried(tmp_path: Path) -> None:
+    trainer = FakeExecutor(bad_input={"quick-g0-1"})
+    state = drive(tmp_path, trainer, population(retries={"backoffLimit": 3}))
+    failed = state.generations[0].result("quick-g0-1")
+    assert (failed.phase, failed.attempts, trainer.started["quick-g0-1"]) == ("Failed", 1, 1)
+    assert "baseModel.uri: no tokenizer files" in failed.message

@@ -1,152 +1,30 @@
 """The reconciler over an in-memory cluster and a local store: level-triggered, restartable, bounded.
 
-The fake cluster keeps objects as dicts; a fake "kubelet" finishes Jobs by writing what the trainer
-writes (an adapter and metrics.json) and marking them Complete. Planning and breeding are the engine's.
+The fake cluster keeps objects as dicts; :func:`tests.support.fake_cluster.finish` plays the trainer (the
+stand-in writes an adapter and metrics.json) and the Job controller. Planning and breeding are the engine's.
 """
 
 from __future__ import annotations
 
-import copy
-import itertools
 import json
-from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nora.api.population import StorageSpec
-from nora.evolution.genome_store import upload_genome
-from nora.genetics import init_genome, make_generator
-from nora.operator.breeder import InlineBreeder
-from nora.operator.jobs import JobView, job_view
-from nora.operator.metrics import Metrics
-from nora.operator.objects import JSON, ObjectRef
+from nora.operator.objects import JSON
 from nora.operator.reconciler import PopulationRef, Reconciler
-from nora.operator.settings import OperatorSettings
-from nora.operator.storage import StorageAccess, copy_prefix
-from nora.storage import LocalStore, Store
+from nora.storage import LocalStore
+from tests.support.fake_cluster import FakeCluster, finish, population_status, reconciler, run_to_end
+from tests.support.manifests import population_body
 
 NS, NAME = "team", "evo"
 REF = PopulationRef(NS, NAME)
-SHAPES = {"model.layers.0.self_attn.q_proj": (8, 8), "model.layers.0.self_attn.v_proj": (8, 8)}
-
-
-class FakeCluster:
-    """The :class:`~nora.operator.cluster.Cluster` protocol over dicts."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str, str], JSON] = {}
-        self.events: list[tuple[str, str, str, str]] = []
-        self.created_jobs: Counter[str] = Counter()
-        self.failure_messages: dict[str, str] = {}
-        self._uids = itertools.count()
-
-    def add(self, kind: str, body: JSON) -> JSON:
-        body = copy.deepcopy(body)
-        body["metadata"]["uid"] = f"uid-{next(self._uids)}"
-        body["metadata"].setdefault("generation", 1)
-        self.objects[(kind, body["metadata"]["namespace"], body["metadata"]["name"])] = body
-        return body
-
-    def get_population(self, namespace: str, name: str) -> JSON | None:
-        return copy.deepcopy(self.objects.get(("Population", namespace, name)))
-
-    def patch_population_status(self, namespace: str, name: str, status: JSON) -> None:
-        self.objects[("Population", namespace, name)]["status"] = copy.deepcopy(status)
-
-    def get_generation(self, namespace: str, name: str) -> JSON | None:
-        return copy.deepcopy(self.objects.get(("Generation", namespace, name)))
-
-    def create_generation(self, body: JSON) -> JSON:
-        key = ("Generation", body["metadata"]["namespace"], body["metadata"]["name"])
-        return copy.deepcopy(self.objects[key] if key in self.objects else self.add("Generation", body))
-
-    def patch_generation_status(self, namespace: str, name: str, status: JSON) -> None:
-        self.objects[("Generation", namespace, name)]["status"] = copy.deepcopy(status)
-
-    def create_job(self, body: JSON) -> bool:
-        key = ("Job", body["metadata"]["namespace"], body["metadata"]["name"])
-        if key in self.objects:
-            return False
-        self.created_jobs[body["metadata"]["name"]] += 1
-        self.add("Job", body)
-        return True
-
-    def job_failure_message(self, namespace: str, job: str) -> str:
-        return self.failure_messages.get(job, "")
-
-    def read_secret(self, namespace: str, name: str) -> dict[str, str]:
-        return {}
-
-    def post_event(self, subject: ObjectRef, kind: str, reason: str, message: str) -> None:
-        self.events.append((subject.kind, kind, reason, message))
-
-    def jobs(self) -> dict[str, JSON]:
-        return {key[2]: body for key, body in self.objects.items() if key[0] == "Job"}
-
-    def views(self) -> dict[str, JobView]:
-        return {name: job_view(body) for name, body in self.jobs().items()}
-
-
-class LocalStores:
-    def __init__(self, store: LocalStore) -> None:
-        self.local = store
-
-    def access(self, namespace: str, storage: StorageSpec) -> StorageAccess:
-        return StorageAccess(bucket=storage.bucket or "none")
-
-    def store(self, access: StorageAccess) -> Store:
-        return self.local
-
-
-def key_of(store: LocalStore, uri: str) -> str:
-    return Path(uri.removeprefix("file://")).relative_to(store.root.resolve()).as_posix()
-
-
-def finish(cluster: FakeCluster, store: LocalStore, name: str, fail: bool = False) -> None:
-    """What the trainer and the Job controller do for one Job."""
-    job = cluster.jobs()[name]
-    if fail:
-        job["status"] = {
-            "failed": 2,
-            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
-        }
-        cluster.failure_messages[name] = "nora train: error: out of memory"
-        return
-    task = json.loads(store.read_bytes(key_of(store, job["metadata"]["annotations"]["nora.dev/task"])))
-    out = key_of(store, task["output"])
-    start = (task.get("adapter") or {}).get("uri")
-    if start:
-        copy_prefix(store, key_of(store, start), f"{out}/adapter")
-    else:
-        upload_genome(
-            store, f"{out}/adapter", init_genome(SHAPES, 2, 4.0, make_generator(task["seed"]), b_std=0.1)
-        )
-    fitness = (task["seed"] % 1000) / 1000
-    store.write_bytes(f"{out}/metrics.json", json.dumps({"fitness": fitness, "accuracy": fitness}).encode())
-    job["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
 
 
 def population(**spec: Any) -> JSON:
-    base = {
-        "baseModel": {"uri": "file:///models/base"},
-        "dataset": {"train": "s3://d/train.jsonl", "eval": "s3://d/eval.jsonl"},
-        "populationSize": 4,
-        "maxGenerations": 3,
-        "seed": 5,
-        "parallelism": 2,
-        "selection": {"survivors": 2, "elites": 1, "tournamentSize": 2},
-        "adapter": {"initialRank": 2, "alpha": 4, "targetModules": ["q_proj", "v_proj"]},
-        "mutation": {"maxRank": 8},
-        "storage": {"bucket": "b"},
-    }
-    return {
-        "apiVersion": "nora.dev/v1alpha1",
-        "kind": "Population",
-        "metadata": {"name": NAME, "namespace": NS},
-        "spec": {**base, **spec},
-    }
+    return population_body(NAME, NS, **{"storage": {"bucket": "b"}, **spec})
 
 
 @pytest.fixture
@@ -154,32 +32,12 @@ def world(tmp_path: Path) -> tuple[FakeCluster, LocalStore]:
     return FakeCluster(), LocalStore(tmp_path / "store")
 
 
-def reconciler(cluster: FakeCluster, store: LocalStore) -> Reconciler:
-    settings = OperatorSettings(api_workers=2, train_command=("train", "--genome"))
-    return Reconciler(cluster, LocalStores(store), InlineBreeder(store), settings, Metrics())
+def run(cluster: FakeCluster, store: LocalStore, fail: Collection[str] = ()) -> Reconciler:
+    return run_to_end(cluster, store, REF, fail)
 
 
-def run(
-    cluster: FakeCluster, store: LocalStore, fail: frozenset[str] = frozenset(), passes: int = 60
-) -> Reconciler:
-    """Alternate passes and finishing every unfinished Job until the Population is finished."""
-    operator = reconciler(cluster, store)
-    for _ in range(passes):
-        operator.reconcile(REF, cluster.views())
-        phase = (cluster.get_population(NS, NAME) or {}).get("status", {}).get("phase")
-        if phase in ("Succeeded", "Failed"):
-            return operator
-        running = [n for n, v in cluster.views().items() if not v.finished_phase]
-        assert len(running) <= 2  # spec.parallelism
-        for name in running:
-            finish(cluster, store, name, fail=name in fail)
-    raise AssertionError("the population did not finish")
-
-
-def status(cluster: FakeCluster) -> JSON:
-    body = cluster.get_population(NS, NAME)
-    assert body is not None
-    return dict(body["status"])
+def status(cluster: FakeCluster) -> dict[str, Any]:
+    return dict(population_status(cluster, REF))
 
 
 def test_a_population_runs_to_the_end_and_exports_its_best(world: tuple[FakeCluster, LocalStore]) -> None:
@@ -224,7 +82,7 @@ def test_a_new_operator_mid_generation_creates_nothing_twice_and_ends_the_same(
     assert sorted(cluster.created_jobs) == ["evo-g0-0", "evo-g0-1"]
     first.reconcile(REF, {})  # a second pass before the index caught up: nothing more
     assert sum(cluster.created_jobs.values()) == 2
-    finish(cluster, store, "evo-g0-0")
+    finish(cluster, "evo-g0-0")
     run(cluster, store)  # a fresh reconciler (restarted operator) takes over
     assert set(cluster.created_jobs.values()) == {1}
 
@@ -247,7 +105,7 @@ def test_a_job_removed_before_its_outcome_was_read_is_recovered_or_run_again(
     cluster.add("Population", population())
     operator = reconciler(cluster, store)
     operator.reconcile(REF, cluster.views())
-    finish(cluster, store, "evo-g0-0")  # finished, then deleted (ttlSecondsAfterFinished) unseen
+    finish(cluster, "evo-g0-0")  # finished, then deleted (ttlSecondsAfterFinished) unseen
     del cluster.objects[("Job", NS, "evo-g0-0")]
     del cluster.objects[("Job", NS, "evo-g0-1")]  # deleted while running: no output
     operator = reconciler(cluster, store)
@@ -345,3 +203,56 @@ def test_a_failing_pass_backs_off_writes_its_error_once_and_clears_it_when_fixed
     ready = next(c for c in status(cluster)["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Accepted")
     assert cluster.created_jobs
+
+
+def test_genome_jobs_wait_for_the_model_cache_and_its_failure_fails_the_population(
+    world: tuple[FakeCluster, LocalStore],
+) -> None:
+    cluster, store = world
+    cache = {"storageClassName": "fast", "size": "20Gi"}
+    cluster.add("Population", population(baseModel={"uri": "s3://models/base/"}, modelCache=cache))
+    operator = reconciler(cluster, store)
+    for _ in range(2):  # the index has not seen the initializer yet: created once, nothing else
+        operator.reconcile(REF, cluster.views())
+    assert list(cluster.created_jobs) == ["evo-model-init"]
+    claim = cluster.objects[("PersistentVolumeClaim", NS, "evo-model-cache")]
+    assert (claim["spec"]["storageClassName"], claim["spec"]["resources"]["requests"]["storage"]) == (
+        "fast",
+        "20Gi",
+    )
+    init = cluster.jobs()["evo-model-init"]
+    assert init["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == [
+        "s3://models/base/",
+        "/nora-models",
+    ]
+    fetching = next(c for c in status(cluster)["conditions"] if c["type"] == "ModelCacheReady")
+    assert (fetching["status"], fetching["reason"]) == ("False", "Fetching")
+
+    init["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    operator.reconcile(REF, cluster.views())
+    genome = cluster.jobs()["evo-g0-0"]
+    volumes = {v["name"]: v for v in genome["spec"]["template"]["spec"]["volumes"]}
+    assert any(
+        v.get("persistentVolumeClaim", {}).get("claimName") == "evo-model-cache" for v in volumes.values()
+    )
+    mounts = genome["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert any(m["mountPath"] == "/nora-models" and m.get("readOnly") for m in mounts)
+    ready = next(c for c in status(cluster)["conditions"] if c["type"] == "ModelCacheReady")
+    assert (ready["status"], ready["reason"]) == ("True", "Ready")
+
+    other = FakeCluster()
+    other.add(
+        "Population", population(baseModel={"uri": "s3://models/base/"}, modelCache={"claimName": "mine"})
+    )
+    reconciler(other, store).reconcile(REF, other.views())
+    assert not [k for k in other.objects if k[0] == "PersistentVolumeClaim"]  # the user's claim, not ours
+    other.jobs()["evo-model-init"]["status"] = {
+        "failed": 1,
+        "conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}],
+    }
+    other.failure_messages["evo-model-init"] = "nora train: error: baseModel.uri: no such object"
+    reconciler(other, store).reconcile(REF, other.views())
+    final = dict(population_status(other, REF))
+    assert (final["phase"], final["reason"]) == ("Failed", "ModelCacheFailed")
+    assert "baseModel.uri: no such object" in final["message"]
+    assert list(other.created_jobs) == ["evo-model-init"]

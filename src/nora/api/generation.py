@@ -13,13 +13,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from nora.api.base import ApiModel
-from nora.api.status import StatusModel
+from nora.api.status import METRICS_LIMIT, StatusModel
 
 MAX_GENOMES = 10000
 """Mirrors the largest ``spec.populationSize``."""
 
-METRICS_LIMIT = 8
-"""Headline metrics kept per genome (numbers only)."""
 
 GenomeOrigin = Literal["initial", "seed", "elite", "crossover", "mutation"]
 GenomePhase = Literal["Pending", "Running", "Succeeded", "Failed"]

@@ -14,7 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field
 
 from nora.api.base import ApiModel
-from nora.api.defaults import DEFAULT_ANSWER_PATTERN, DEFAULT_PROMPT_TEMPLATE
+from nora.api.defaults import (
+    ALL_LINEAR,
+    DEFAULT_ANSWER_PATTERN,
+    DEFAULT_PROMPT_TEMPLATE,
+    DEFAULT_TARGET_MODULES,
+)
 
 MODEL_URI_SCHEMES = ("hf://", "s3://", "file://", "toy://")
 DATA_URI_SCHEMES = ("s3://", "file://", "toy://")
@@ -46,9 +51,21 @@ def _has_question_slot(value: str) -> str:
     return value
 
 
+def _target_modules(value: list[str]) -> list[str]:
+    if ALL_LINEAR in value and len(value) > 1:
+        raise ValueError(f"{ALL_LINEAR} stands alone (it means every Linear module but lm_head)")
+    if any(not name.strip() for name in value):
+        raise ValueError("module names must not be empty")
+    if any(name == "lm_head" or name.endswith(".lm_head") for name in value):
+        raise ValueError("must not contain lm_head (TRL computes log-probs from lm_head.weight directly)")
+    return value
+
+
 ModelUri = Annotated[str, _uri_check(MODEL_URI_SCHEMES)]
 DataUri = Annotated[str, _uri_check(DATA_URI_SCHEMES)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+TargetModules = Annotated[list[str], Field(min_length=1), AfterValidator(_target_modules)]
+"""Linear module names as PEFT matches them (``q_proj``, ``shared_expert.gate_proj``), or ``[all-linear]``."""
 AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
 
 
@@ -94,7 +111,11 @@ class SelectionSpec(ApiModel):
 
 
 class CrossoverSpecModel(ApiModel):
-    """Crossover method and parameters (see ``nora.genetics.crossover``)."""
+    """Crossover method and parameters (see ``nora.genetics.crossover``).
+
+    ``allowMixedBaseModels`` lets parents whose adapters name different base models breed (refused by
+    default: equal shapes do not make two base models the same).
+    """
 
     method: Literal["nora", "linear", "svd", "ties", "dare", "slerp", "blx"] = "nora"
     probability: Probability = 0.9
@@ -102,6 +123,7 @@ class CrossoverSpecModel(ApiModel):
     rank: Annotated[int, Field(ge=1)] | None = None
     density: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     blx_alpha: Annotated[float, Field(ge=0.0)] = 0.5
+    allow_mixed_base_models: bool = False
 
 
 class MutationSpecModel(ApiModel):
@@ -124,9 +146,7 @@ class AdapterSpec(ApiModel):
     initial_rank: Annotated[int, Field(ge=1, le=1024)] = 8
     alpha: Annotated[float, Field(gt=0.0)] = 16.0
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    target_modules: Annotated[list[str], Field(min_length=1)] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
-    )
+    target_modules: TargetModules = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
 
 
 class SeedAdapter(ApiModel):

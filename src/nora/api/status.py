@@ -43,13 +43,30 @@ class Condition(StatusModel):
     observed_generation: Annotated[int, Field(ge=0)] | None = None
 
 
+METRICS_LIMIT = 8
+"""Headline metrics kept per genome (numbers only)."""
+
+
 class BestGenome(StatusModel):
-    """The best genome so far: where it is and how fit it was."""
+    """The best genome so far: where it is, how fit it was, and its headline metrics."""
 
     genome: str
     generation: Annotated[int, Field(ge=0)]
     fitness: float
     adapter: str | None = None
+    metrics: Annotated[dict[str, float], Field(max_length=METRICS_LIMIT)] = Field(default_factory=dict)
+
+
+class BestExport(BestGenome):
+    """``best.json``: written last into the Population's ``best/`` folder, by either driver.
+
+    Attributes:
+        population: the Population's name.
+        exported: URI of the exported adapter folder (``.../best``); ``adapter`` is where it came from.
+    """
+
+    population: str
+    exported: str
 
 
 class HistoryRow(StatusModel):
@@ -65,8 +82,8 @@ class HistoryRow(StatusModel):
     failed: Annotated[int, Field(ge=0)] = 0
 
 
-class PopulationStatus(StatusModel):
-    """What the operator reports about a Population.
+class PopulationRecord(StatusModel):
+    """Where a Population's evolution stands: the part both drivers keep (the store's ``population.json``).
 
     Attributes:
         phase: Pending (not started, e.g. an invalid spec), Running, Succeeded, Failed, Stopped
@@ -77,8 +94,6 @@ class PopulationStatus(StatusModel):
         completed_generations: how many generations have finished.
         best: the best genome over all generations.
         history: the last :data:`HISTORY_LIMIT` generations, oldest first.
-        conditions: ``Ready`` (the spec is accepted and the operator can work) and ``Completed``.
-        observed_generation: the ``metadata.generation`` of the spec this status reflects.
     """
 
     phase: PopulationPhase = "Pending"
@@ -88,6 +103,16 @@ class PopulationStatus(StatusModel):
     completed_generations: Annotated[int, Field(ge=0)] = 0
     best: BestGenome | None = None
     history: Annotated[list[HistoryRow], Field(max_length=HISTORY_LIMIT)] = Field(default_factory=list)
+
+
+class PopulationStatus(PopulationRecord):
+    """What the operator reports about a Population: its record, plus the Kubernetes bookkeeping.
+
+    Attributes:
+        conditions: ``Ready`` (the spec is accepted and the operator can work) and ``Completed``.
+        observed_generation: the ``metadata.generation`` of the spec this status reflects.
+    """
+
     conditions: Annotated[list[Condition], Field(max_length=8)] = Field(default_factory=list)
     observed_generation: Annotated[int, Field(ge=0)] | None = None
     start_time: str | None = None

@@ -12,10 +12,10 @@ from typer.exceptions import TyperException
 
 from nora.api.base import ApiValidationError
 from nora.cli import genetics_commands, run_commands
+from nora.cli.report import ReportError
 from nora.cli.toy_uris import ToyUriError
 from nora.genetics import GeneticsError
 from nora.local.driver import RunError
-from nora.local.report import ReportError
 from nora.operator import cli as operator_cli
 from nora.storage import StoreError
 from nora.toy.cli import app as toy_app

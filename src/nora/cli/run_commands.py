@@ -11,11 +11,21 @@ import typer
 from rich.console import Console
 
 from nora.api.manifest import load_population
+from nora.cli.lineage_plot import plot_lineage
+from nora.cli.report import (
+    LINEAGE_FILE,
+    PLOT_FILE,
+    RunView,
+    history_table,
+    lineage,
+    plot_fitness,
+    read_run,
+    status_lines,
+)
 from nora.cli.toy_uris import ToyResolver
+from nora.local.display import display_for
 from nora.local.driver import LocalDriver, RunConfig
 from nora.local.executor import SubprocessExecutor
-from nora.local.progress import display_for
-from nora.local.report import PLOT_FILE, history_table, lineage, plot_fitness, read_run, status_lines
 from nora.toy.cache import cache_root as toy_cache_root
 
 RunDirOption = Annotated[
@@ -57,30 +67,48 @@ def run(
         typer.echo(f"interrupted; resume with: nora run {manifest} --dir {run_dir}", err=True)
         raise typer.Exit(130) from None
     display.close()
-    for line in status_lines(state):
+    for line in status_lines(RunView(state.population, state.record(), tuple(state.generations))):
         typer.echo(line)
     if state.best:
         typer.echo(f"best adapter: {run_dir / 'best'}")
     raise typer.Exit(0 if state.phase == "Succeeded" else 1)
 
 
-def status(run_dir: Annotated[Path, typer.Argument(help="The run folder.")]) -> None:
+RunLocation = Annotated[
+    str,
+    typer.Argument(
+        help="A run folder, or a Population's folder in a store: s3://BUCKET/PREFIX/POPULATION "
+        "(credentials from the AWS environment) or file://..."
+    ),
+]
+
+
+def status(location: RunLocation) -> None:
     """Where a run stands: phase, current generation, genomes by phase, best so far."""
-    for line in status_lines(read_run(run_dir)):
+    for line in status_lines(read_run(location)):
         typer.echo(line)
 
 
-def report(run_dir: Annotated[Path, typer.Argument(help="The run folder.")]) -> None:
-    """Per-generation table, a fitness plot (PNG) and the lineage of the best genome."""
-    state = read_run(run_dir)
+def report(
+    location: RunLocation,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the PNGs (default: the run folder, or '.' for a URI).")
+    ] = None,
+) -> None:
+    """Per-generation table, a fitness plot and the lineage of the best genome (text and PNG)."""
+    view = read_run(location)
+    folder = out or (Path(location) if "://" not in location else Path("."))
+    folder.mkdir(parents=True, exist_ok=True)
     console = Console()
-    console.print(history_table(state))
-    if state.history:
-        console.print(f"plot: {plot_fitness(state, run_dir / PLOT_FILE)}")
-    if state.best:
+    console.print(history_table(view))
+    if view.rows():
+        console.print(f"plot: {plot_fitness(view, folder / PLOT_FILE)}")
+    best = view.record.best
+    if best is not None:
         console.print("lineage of the best genome:")
-        for line in lineage(state, str(state.best["genome"])):
+        for line in lineage(view, best.genome):
             console.print(f"  {line}", highlight=False)
+        console.print(f"lineage graph: {plot_lineage(view, best.genome, folder / LINEAGE_FILE)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,6 +1,8 @@
 """The store key layout shared by the local driver, the operator and the trainer.
 
 ```
+<prefix>/<population>/population.json               the run's record (phase, history, best)
+<prefix>/<population>/g<N>/generation.json          generation N's plans and results
 <prefix>/<population>/g<N>/<genome>/genome.json    the trainer's task
 <prefix>/<population>/g<N>/<genome>/start/         a bred offspring's starting adapter
 <prefix>/<population>/g<N>/<genome>/output/        the trainer's adapter/, metrics.json, samples.jsonl
@@ -16,12 +18,21 @@ def genome_id(population: str, generation: int, index: int) -> str:
     return f"{population}-g{generation}-{index}"
 
 
-def _base(prefix: str, population: str) -> str:
+def population_key(prefix: str, population: str) -> str:
+    """The folder of everything one Population keeps in its store."""
     return "/".join(part for part in (prefix.strip("/"), population) if part)
 
 
+def population_record_key(prefix: str, population: str) -> str:
+    return f"{population_key(prefix, population)}/population.json"
+
+
+def generation_record_key(prefix: str, population: str, generation: int) -> str:
+    return f"{population_key(prefix, population)}/g{generation}/generation.json"
+
+
 def genome_key(prefix: str, population: str, generation: int, genome: str) -> str:
-    return f"{_base(prefix, population)}/g{generation}/{genome}"
+    return f"{population_key(prefix, population)}/g{generation}/{genome}"
 
 
 def task_key(prefix: str, population: str, generation: int, genome: str) -> str:
@@ -41,4 +52,4 @@ def trained_adapter_key(prefix: str, population: str, generation: int, genome: s
 
 
 def best_key(prefix: str, population: str) -> str:
-    return f"{_base(prefix, population)}/best"
+    return f"{population_key(prefix, population)}/best"

@@ -15,7 +15,7 @@ import torch
 
 from nora.api.population import PopulationSpec
 from nora.evolution.layout import genome_id, start_adapter_key
-from nora.evolution.records import GenomePlan, GenomeResult
+from nora.evolution.records import GenomePlan, GenomeResult, score
 from nora.genetics import (
     CrossoverSpec,
     MutationSpec,
@@ -68,7 +68,12 @@ def crossover_spec(spec: PopulationSpec) -> CrossoverSpec:
     """The genetics library's crossover settings for this population."""
     c = spec.crossover
     return CrossoverSpec(
-        method=c.method, temperature=c.temperature, rank=c.rank, density=c.density, blx_alpha=c.blx_alpha
+        method=c.method,
+        temperature=c.temperature,
+        rank=c.rank,
+        density=c.density,
+        blx_alpha=c.blx_alpha,
+        allow_mixed_base_models=c.allow_mixed_base_models,
     )
 
 
@@ -85,11 +90,6 @@ def mutation_spec(spec: PopulationSpec) -> MutationSpec:
         hyperparameter_probability=m.hyperparameter_probability,
         hyperparameter_bounds=dict(m.hyperparameters),
     )
-
-
-def score(fitness: float, spec: PopulationSpec) -> float:
-    """Fitness turned so that higher is always better (losses are negated)."""
-    return fitness if spec.fitness.goal == "maximize" else -fitness
 
 
 def plan_initial(spec: PopulationSpec, population: str) -> GenerationPlan:
@@ -122,7 +122,7 @@ def _elite_plan(
         index=index,
         generation=generation,
         origin="elite",
-        parents=(old.id,),
+        parents=[old.id],
         adapter=result.adapter,
         hyperparameters=dict(old.hyperparameters),
         seed=old.seed,
@@ -188,7 +188,7 @@ def plan_next(
         GeneticsError: if no genome of ``previous`` has a fitness (nothing can be selected).
     """
     scored = [
-        Scored(plan.id, score(result.fitness, spec))
+        Scored(plan.id, score(result.fitness, spec.fitness.goal))
         for plan, result in previous
         if result.fitness is not None and result.scored
     ]
@@ -212,7 +212,7 @@ def plan_next(
                 index=index,
                 generation=generation,
                 origin="crossover" if order.crossover else "mutation",
-                parents=tuple(p.id for p in order.parents),
+                parents=[p.id for p in order.parents],
                 adapter=order.output,
                 hyperparameters=dict(order.hyperparameters),
                 seed=derive_seed(spec.seed, generation, index, "genome"),

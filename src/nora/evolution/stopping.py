@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from nora.api.population import PopulationSpec
-from nora.evolution.records import GenerationSummary
+from nora.api.status import HistoryRow
+from nora.evolution.records import score
 
 Verdict = Literal["continue", "succeed", "fail"]
 
@@ -23,7 +24,7 @@ class Decision:
 
 def _better(a: float, b: float, spec: PopulationSpec) -> float:
     """How much ``a`` improves on ``b`` in the direction of the goal."""
-    return a - b if spec.fitness.goal == "maximize" else b - a
+    return score(a, spec.fitness.goal) - score(b, spec.fitness.goal)
 
 
 def _stagnated(spec: PopulationSpec, bests: list[float]) -> bool:
@@ -40,7 +41,7 @@ def _stagnated(spec: PopulationSpec, bests: list[float]) -> bool:
     return True
 
 
-def decide(spec: PopulationSpec, history: Sequence[GenerationSummary]) -> Decision:
+def decide(spec: PopulationSpec, history: Sequence[HistoryRow]) -> Decision:
     """The verdict after the last generation in ``history`` (one summary per finished generation)."""
     latest = history[-1]
     if latest.failed > spec.max_failed_genomes:

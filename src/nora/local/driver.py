@@ -1,32 +1,33 @@
 """``nora run``: evolve a Population on one machine, resumably, with genomes as local subprocesses.
 
 The run folder holds ``state.json`` (rewritten atomically after every change), the store
-(``store/``, the same key layout as S3 on a cluster), per-genome logs (``logs/``) and, at the end, the
-best adapter in PEFT format (``best/``). Killing the driver at any point loses nothing: on restart the
-plan of the current generation is re-derived (deterministically), finished genomes are kept, and an
-attempt that was cut off is started again from scratch.
+(``store/``, the same key layout and ledger files as S3 on a cluster), per-genome logs (``logs/``) and,
+at the end, the best adapter in PEFT format (``best/``). Killing the driver at any point loses nothing:
+on restart the plan of the current generation is re-derived (deterministically), finished genomes are
+kept, and an attempt that was cut off is started again from scratch. The bookkeeping (results, history,
+best, verdict, export) is :mod:`nora.evolution.ledger`'s and :mod:`nora.evolution.run_store`'s, as on a
+cluster; this module only runs genomes and keeps the state in a folder.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from nora.api.manifest import PopulationManifest
-from nora.evolution import breeding
+from nora.api.status import HistoryRow
+from nora.evolution import breeding, contract, ledger, run_store
 from nora.evolution.genome_store import download_folder
-from nora.evolution.layout import best_key, output_key, task_key, trained_adapter_key
+from nora.evolution.layout import best_key, task_key
 from nora.evolution.planning import GenerationPlan, plan_initial, plan_next
 from nora.evolution.records import GenomePlan, GenomeResult, summarize
-from nora.evolution.stopping import decide
 from nora.evolution.tasks import genome_task
+from nora.local.display import Display, Snapshot
 from nora.local.executor import Executor, Launch, Outcome, RunningGenome, worker_environment
-from nora.local.progress import Display, Snapshot
-from nora.local.state import GenerationState, RunPhase, RunState, load_state, save_state, spec_digest
+from nora.local.state import RunState, load_state, save_state, spec_digest
 from nora.storage import LocalStore
 
 POLL_SECONDS = 0.2
@@ -55,6 +56,14 @@ class _Attempt:
     started: float
 
 
+def retry_or_fail(result: GenomeResult, outcome: Outcome, backoff_limit: int) -> GenomeResult:
+    """A failed attempt: Pending again while retries remain and a retry can help, else Failed."""
+    message = ledger.clip(outcome.reason)
+    if contract.retryable(outcome.exit_code) and result.attempts <= backoff_limit:
+        return result.update(phase="Pending", message=message)
+    return result.update(phase="Failed", message=message)
+
+
 class LocalDriver:
     """Drives one Population to its end in ``config.run_dir``."""
 
@@ -68,6 +77,7 @@ class LocalDriver:
         self.config = config
         self.spec = config.manifest.spec
         self.name = config.manifest.name
+        self.prefix = self.spec.storage.prefix
         self.store = LocalStore(config.run_dir / "store")
         self.executor = executor
         self.display = display
@@ -78,37 +88,41 @@ class LocalDriver:
     def run(self) -> RunState:
         """Run (or resume) until the population succeeds or fails; returns the final state."""
         state = self._initial_state()
-        save_state(self.config.run_dir, state)
+        self._save(state)
         while state.phase == "Running":
             state = self._run_generation(state)
-            save_state(self.config.run_dir, state)
-        if state.best:
-            self._export_best(state)
+            self._save(state)
+        self._export_best(state)
         self.display.event(f"{state.phase}: {state.message}")
         return state
+
+    def _save(self, state: RunState) -> None:
+        save_state(self.config.run_dir, state)
 
     def _initial_state(self) -> RunState:
         digest = spec_digest(self.spec.to_json_dict())
         existing = load_state(self.config.run_dir)
         if existing is None:
-            return RunState(population=self.name, spec_digest=digest)
+            return RunState(population=self.name, spec_digest=digest, phase="Running")
         if existing.population != self.name or existing.spec_digest != digest:
             raise RunError(
                 f"{self.config.run_dir}: holds a run of a different manifest (population "
                 f"{existing.population!r}); only maxGenerations, stopping and parallelism may change on "
                 "resume; use another --dir for a new run"
             )
-        raised = len(existing.history) < self.spec.max_generations
-        if existing.phase == "Succeeded" and existing.reason == "MaxGenerations" and raised:
-            existing = replace(existing, phase="Running", reason="", message="")
+        existing = ledger.resumed(existing, self.spec) or existing
         current = existing.current
-        if current is not None and not current.finished:
-            interrupted = [
-                replace(r, phase="Pending", attempts=max(0, r.attempts - 1)) if r.phase == "Running" else r
-                for r in current.results
-            ]
-            existing = existing.with_generation(replace(current, results=tuple(interrupted)))
-        return existing
+        if current is None or current.finished:
+            return existing
+        interrupted = current.model_copy(
+            update={
+                "results": [
+                    r.update(phase="Pending", attempts=max(0, r.attempts - 1)) if r.phase == "Running" else r
+                    for r in current.results
+                ]
+            }
+        )
+        return existing.with_generation(interrupted)
 
     def _plan(self, state: RunState, number: int) -> GenerationPlan:
         if number == 0:
@@ -118,73 +132,42 @@ class LocalDriver:
             self.spec, self.name, number, list(zip(previous.plans, previous.results, strict=True))
         )
 
-    def _first_results(self, state: RunState, plan: GenerationPlan) -> tuple[GenomeResult, ...]:
-        previous = {r.id: r for g in state.generations for r in g.results}
-        results = []
-        for genome in plan.genomes:
-            if genome.train:
-                results.append(GenomeResult(id=genome.id))
-            else:
-                parent = previous[genome.parents[0]]
-                results.append(
-                    GenomeResult(
-                        id=genome.id,
-                        phase="Succeeded",
-                        fitness=genome.fitness,
-                        metrics=parent.metrics,
-                        adapter=genome.adapter,
-                    )
-                )
-        return tuple(results)
-
     def _run_generation(self, state: RunState) -> RunState:
-        number = len(state.history)
+        number = state.generation
         plan = self._plan(state, number)
         current = state.current
         if current is None or current.number != number:
-            current = GenerationState(
-                number=number, plans=plan.genomes, results=self._first_results(state, plan)
+            earlier = {r.id: r for g in state.generations for r in g.results}
+            current = ledger.GenerationRecord(
+                number=number, plans=list(plan.genomes), results=ledger.initial_results(plan.genomes, earlier)
             )
             state = state.with_generation(current)
-            save_state(self.config.run_dir, state)
+            self._save(state)
+            run_store.write_generation(self.store, self.prefix, self.name, current)
         self.display.event(f"generation {number}: breeding {len(plan.breeding)} offspring")
         for order in plan.breeding:
             breeding.execute(order, self.store)
         state = self._train(state, current)
         return self._conclude(state, number)
 
+    def _older(self, state: RunState) -> Callable[[Sequence[int]], list[HistoryRow]]:
+        def rows(numbers: Sequence[int]) -> list[HistoryRow]:
+            goal = self.spec.fitness.goal
+            return [summarize(n, state.generations[n].results, goal) for n in numbers]
+
+        return rows
+
     def _conclude(self, state: RunState, number: int) -> RunState:
         generation = state.generations[number]
-        maximize = self.spec.fitness.goal == "maximize"
-        row = summarize(number, generation.results, maximize)
-        state = replace(state, history=(*state.history, row), best=self._best(state, row.best_genome, number))
-        decision = decide(self.spec, state.history)
-        self.display.event(f"generation {number}: best {row.best} mean {row.mean} ({decision.message})")
-        if decision.verdict == "continue":
-            return state
-        phase: RunPhase = "Succeeded" if decision.verdict == "succeed" else "Failed"
-        return replace(state, phase=phase, reason=decision.reason, message=decision.message)
+        run_store.write_generation(self.store, self.prefix, self.name, generation)
+        state, row = ledger.record_generation(state, generation, self.spec)
+        decided = ledger.decision(self.spec, state, self._older(state))
+        self.display.event(f"generation {number}: best {row.best} mean {row.mean} ({decided.message})")
+        state = ledger.conclude(state, decided, number)
+        run_store.write_population(self.store, self.prefix, self.name, state.record())
+        return state
 
-    def _best(self, state: RunState, genome: str | None, number: int) -> Mapping[str, Any]:
-        if genome is None:
-            return state.best
-        result = state.generations[number].result(genome)
-        old = state.best.get("fitness")
-        better = old is None or (
-            result.fitness is not None
-            and (result.fitness > old if self.spec.fitness.goal == "maximize" else result.fitness < old)
-        )
-        if not better:
-            return state.best
-        return {
-            "genome": genome,
-            "generation": number,
-            "fitness": result.fitness,
-            "adapter": result.adapter,
-            "metrics": dict(result.metrics),
-        }
-
-    def _train(self, state: RunState, generation: GenerationState) -> RunState:
+    def _train(self, state: RunState, generation: ledger.GenerationRecord) -> RunState:
         plans = {p.id: p for p in generation.plans}
         pending = [r.id for r in generation.results if not r.finished and plans[r.id].train]
         running: dict[str, _Attempt] = {}
@@ -205,14 +188,13 @@ class LocalDriver:
         except BaseException:
             for attempt in running.values():
                 attempt.handle.kill()
-            save_state(self.config.run_dir, state)
+            self._save(state)
             raise
         return state
 
     def _start(self, state: RunState, plan: GenomePlan, slot: int, running: dict[str, _Attempt]) -> RunState:
-        prefix = self.spec.storage.prefix
         task = genome_task(self.spec, self.name, plan, self.store.uri, self.config.resolve)
-        key = task_key(prefix, self.name, plan.generation, plan.id)
+        key = task_key(self.prefix, self.name, plan.generation, plan.id)
         self.store.write_bytes(key, json.dumps(task.to_json_dict(), indent=2, sort_keys=True).encode())
         logs = self.config.run_dir / "logs"
         launch = Launch(
@@ -224,9 +206,9 @@ class LocalDriver:
         )
         generation = state.generations[plan.generation]
         result = generation.result(plan.id)
-        started = replace(result, phase="Running", attempts=result.attempts + 1)
+        started = result.update(phase="Running", attempts=result.attempts + 1)
         state = state.with_generation(generation.with_result(started))
-        save_state(self.config.run_dir, state)
+        self._save(state)
         running[plan.id] = _Attempt(handle=self.executor.start(launch), slot=slot, started=self.clock())
         self.display.event(f"{plan.id}: attempt {started.attempts} started")
         return state
@@ -234,34 +216,24 @@ class LocalDriver:
     def _record(self, state: RunState, plan: GenomePlan, outcome: Outcome, pending: list[str]) -> RunState:
         generation = state.generations[plan.generation]
         result = generation.result(plan.id)
-        fitness = (outcome.summary or {}).get("fitness")
-        if outcome.exit_code == 0 and isinstance(fitness, int | float):
-            adapter = trained_adapter_key(self.spec.storage.prefix, self.name, plan.generation, plan.id)
-            result = result.succeeded(float(fitness), self._headline_metrics(plan), adapter)
-            self.display.event(f"{plan.id}: fitness {fitness:.4g}")
-        elif result.attempts <= self.spec.retries.backoff_limit:
-            result = replace(result, phase="Pending", message=outcome.reason)
-            pending.append(plan.id)
-            self.display.event(f"{plan.id}: attempt {result.attempts} failed ({outcome.reason}); retrying")
+        if outcome.exit_code == contract.EXIT_SUCCEEDED:
+            result = run_store.genome_outcome(self.store, self.prefix, self.name, plan, result)
         else:
-            result = replace(result, phase="Failed", message=outcome.reason)
-            self.display.event(f"{plan.id}: failed after {result.attempts} attempts ({outcome.reason})")
+            result = retry_or_fail(result, outcome, self.spec.retries.backoff_limit)
+        if result.phase == "Succeeded":
+            self.display.event(f"{plan.id}: fitness {result.fitness:.4g}")
+        elif result.phase == "Pending":
+            pending.append(plan.id)
+            self.display.event(f"{plan.id}: attempt {result.attempts} failed ({result.message}); retrying")
+        else:
+            self.display.event(f"{plan.id}: failed after {result.attempts} attempt(s) ({result.message})")
         state = state.with_generation(generation.with_result(result))
-        save_state(self.config.run_dir, state)
+        self._save(state)
         return state
-
-    def _headline_metrics(self, plan: GenomePlan) -> dict[str, float]:
-        key = f"{output_key(self.spec.storage.prefix, self.name, plan.generation, plan.id)}/metrics.json"
-        if not self.store.exists(key):
-            return {}
-        metrics = json.loads(self.store.read_bytes(key))
-        return {
-            k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
-        }
 
     def _snapshot(self, state: RunState, running: Mapping[str, _Attempt]) -> Snapshot:
         current = state.current
-        results = current.results if current else ()
+        results = current.results if current else []
         remaining = sum(1 for r in results if not r.finished)
         average = sum(self.durations) / len(self.durations) if self.durations else None
         eta = average * remaining / max(1, self.config.workers) if average is not None else None
@@ -269,24 +241,19 @@ class LocalDriver:
         return Snapshot(
             generation=current.number if current else 0,
             max_generations=self.spec.max_generations,
-            phases={
-                phase: sum(1 for r in results if r.phase == phase)
-                for phase in ("Pending", "Running", "Succeeded", "Failed")
-            },
-            best=state.best.get("fitness"),
+            phases=current.counts() if current else {},
+            best=state.best.fitness if state.best else None,
             mean=sum(scored) / len(scored) if scored else None,
             elapsed=self.clock() - self.started,
             eta=eta,
         )
 
     def _export_best(self, state: RunState) -> None:
-        """Copy the best adapter into the store's ``best/`` and into ``RUN_DIR/best`` (PEFT format)."""
-        adapter = str(state.best["adapter"])
-        best = best_key(self.spec.storage.prefix, self.name)
-        target = self.config.run_dir / "best"
-        download_folder(self.store, adapter, target)
-        for file in sorted(target.iterdir()):
-            self.store.write_bytes(f"{best}/{file.name}", file.read_bytes())
-        record = json.dumps(dict(state.best), indent=2, sort_keys=True).encode()
-        self.store.write_bytes(f"{best}/best.json", record)
-        (target / "best.json").write_bytes(record)
+        """Export the best adapter to the store's ``best/`` (``best.json`` last) and to ``RUN_DIR/best``."""
+        if state.best is None:
+            return
+        run_store.export_best(self.store, self.prefix, self.name, state.best)
+        exported = best_key(self.prefix, self.name)
+        target = download_folder(self.store, exported, self.config.run_dir / "best")
+        record = self.store.read_bytes(f"{exported}/{run_store.BEST_RECORD}")
+        (target / run_store.BEST_RECORD).write_bytes(record)

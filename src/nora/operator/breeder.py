@@ -9,15 +9,12 @@ independent and idempotent). Requests and results are plain data: JSON dicts and
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import multiprocessing
-import signal
-import sys
+import os
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,7 +23,6 @@ from nora.operator.storage import StorageAccess, write_task
 from nora.storage import Store
 
 JSON = dict[str, Any]
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -37,7 +33,7 @@ class PlanRequest:
         spec: the Population spec (JSON) to plan with.
         population: its name.
         generation: the generation number.
-        previous: the previous generation's ``(GenomePlan.to_json(), GenomeResult.to_json())`` pairs.
+        previous: the previous generation's ``(GenomePlan, GenomeResult)`` pairs as JSON dicts.
         access: where to breed into; ``None`` to plan only.
         workers: breeding threads.
         tasks: also write every trained genome's ``genome.json`` (alongside breeding, so the Jobs can
@@ -57,12 +53,9 @@ class PlanRequest:
 
 @dataclass(frozen=True)
 class PlanResult:
-    """The generation's genomes (``GenomePlan.to_json()``), offspring bred now, tasks written, seconds."""
+    """The generation's genomes (``GenomePlan.to_json_dict()``)."""
 
     plans: tuple[JSON, ...]
-    bred: int = 0
-    tasks: int = 0
-    seconds: float = 0.0
 
 
 _PLANS: dict[str, Any] = {}
@@ -84,7 +77,9 @@ def _plan(request: PlanRequest) -> Any:
         if request.generation == 0:
             plan = plan_initial(spec, request.population)
         else:
-            previous = [(GenomePlan.from_json(p), GenomeResult.from_json(r)) for p, r in request.previous]
+            previous = [
+                (GenomePlan.model_validate(p), GenomeResult.model_validate(r)) for p, r in request.previous
+            ]
             plan = plan_next(spec, request.population, request.generation, previous)
         _PLANS.clear()
         _PLANS[key] = (spec, plan)
@@ -99,10 +94,9 @@ def plan_and_breed(request: PlanRequest, store: Store | None = None) -> PlanResu
     from nora.evolution import breeding
 
     spec, plan = _plan(request)
-    plans = tuple(genome.to_json() for genome in plan.genomes)
+    plans = tuple(genome.to_json_dict() for genome in plan.genomes)
     if request.access is None or not plan.breeding:
         return PlanResult(plans=plans)
-    began = time.monotonic()
     target = store or request.access.store()
     chosen = set(request.only) if request.only is not None else {g.id for g in plan.genomes}
     orders = [order for order in plan.breeding if order.child in chosen]
@@ -111,16 +105,26 @@ def plan_and_breed(request: PlanRequest, store: Store | None = None) -> PlanResu
         bred = [pool.submit(breeding.execute, order, target) for order in orders]
         with ThreadPoolExecutor(4, thread_name_prefix="task") as writers:
             list(writers.map(lambda g: write_task(target, spec, request.population, g), trained))
-        done = [future.result() for future in bred]
-    return PlanResult(plans=plans, bred=sum(done), tasks=len(trained), seconds=time.monotonic() - began)
+        for future in bred:
+            future.result()
+    return PlanResult(plans=plans)
 
 
-def die_with_parent() -> None:
-    """Make the breeding process die with the operator (Linux), so a killed operator leaves nothing."""
-    if sys.platform != "linux":
-        return
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def die_with_parent(interval: float = 1.0) -> None:
+    """Make the breeding process exit soon after the operator dies, so a killed operator leaves nothing.
+
+    It runs in the breeding process (the pool's initializer) and watches its parent's pid from a daemon
+    thread. ``PR_SET_PDEATHSIG`` would not do: it fires when the *thread* that spawned the process exits,
+    and the operator spawns it from short-lived worker threads.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 class Breeder(Protocol):
@@ -155,7 +159,9 @@ class ProcessBreeder:
         with self._lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn")
+                    max_workers=1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=die_with_parent,
                 )
             return self._pool
 
@@ -168,12 +174,6 @@ class ProcessBreeder:
             with self._lock:
                 self._pool = None
             raise
-
-    def pids(self) -> Sequence[int]:
-        """Process ids of the breeding process (for memory reports)."""
-        pool = self._pool
-        processes = getattr(pool, "_processes", None) or {}
-        return sorted(processes)
 
     def close(self) -> None:
         with self._lock:

@@ -105,15 +105,6 @@ class S3Stores:
             return self._stores[access]
 
 
-def read_json(store: Store, key: str) -> dict[str, Any] | None:
-    """The JSON object at ``key``, or ``None`` if it is missing or not a JSON object."""
-    try:
-        data = json.loads(store.read_bytes(key))
-    except (StoreError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def task_uri(store: Store, spec: PopulationSpec, population: str, plan: GenomePlan) -> str:
     """Where the genome's ``genome.json`` lives."""
     return store.uri(task_key(spec.storage.prefix, population, plan.generation, plan.id))
@@ -125,21 +116,6 @@ def write_task(store: Store, spec: PopulationSpec, population: str, plan: Genome
     key = task_key(spec.storage.prefix, population, plan.generation, plan.id)
     store.write_bytes(key, json.dumps(task.to_json_dict(), indent=2, sort_keys=True).encode())
     return store.uri(key)
-
-
-def copy_prefix(store: Store, source: str, target: str) -> list[str]:
-    """Copy every object under ``source/`` to ``target/`` (same relative names); the names copied.
-
-    The adapter manifest is copied last, so a reader never sees a complete-looking partial copy.
-    """
-    keys = store.list(source)
-    keys.sort(key=lambda k: k.endswith("nora_manifest.json"))
-    names = []
-    for key in keys:
-        name = key.removeprefix(source.rstrip("/") + "/")
-        store.write_bytes(f"{target}/{name}", store.read_bytes(key))
-        names.append(name)
-    return names
 
 
 def delete_prefix(store: Store, prefix: str) -> int:

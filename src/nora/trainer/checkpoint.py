@@ -37,14 +37,13 @@ from peft import PeftModel
 from safetensors.torch import load, save
 from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainerControl, TrainerState
 from transformers.training_args import TrainingArguments
-from trl.trainer.dpo_trainer import DPOTrainer
 
 from nora.storage import StoreError, open_uri
 from nora.trainer import state_files
 from nora.trainer.errors import TrainerError
 from nora.trainer.evaluate import PairLogps
 from nora.trainer.irpo_config import IrpoConfig, TrainerJob
-from nora.trainer.irpo_trainer import Pair, TrainStats, train_dpo
+from nora.trainer.irpo_trainer import Pair, PretokenizedDPOTrainer, TrainStats, train_dpo
 
 log = logging.getLogger("nora.trainer")
 FOLDER, LATEST = "checkpoint", "latest.json"
@@ -225,7 +224,7 @@ def _read_state(folder: Path, name: str) -> Any:
     )
 
 
-class ResumableDPOTrainer(DPOTrainer):  # type: ignore[misc]
+class ResumableDPOTrainer(PretokenizedDPOTrainer):  # type: ignore[misc]
     """TRL's DPOTrainer resuming from a :class:`CheckpointStore` folder: safetensors and JSON, no pickle."""
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:

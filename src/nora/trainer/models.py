@@ -8,6 +8,8 @@ genome.json asks for it. A genome is put on the base model by saving it
 through :func:`nora.genetics.save_genome` and loading that folder with ``PeftModel.from_pretrained``, so
 ranks and alphas per module (``rank_pattern``/``alpha_pattern``) are read exactly as PEFT reads them; the
 trained adapter is read back from the model's ``default`` adapter into a :class:`~nora.genetics.Genome`.
+Every problem with the model (no tokenizer, an unreachable or gated hub, no safetensors weights) is a
+:class:`~nora.trainer.errors.TrainerInputError` naming ``baseModel.uri``: the job exits 2, never retried.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from nora.genetics import Genome, LoraModule, derive_seed, init_genome, make_gen
 from nora.trainer import model_cache
 from nora.trainer.errors import TrainerInputError
 from nora.trainer.irpo_config import AdapterRef, BaseModelRef
+from nora.trainer.targets import Targets
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer.tiktoken")
+"""A local model folder needs one of these for its tokenizer."""
 _ADAPTER_PARAM = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.default\.weight$")
 
 
@@ -78,14 +83,54 @@ def resolve_model(uri: str) -> ModelSource:
     return ModelSource(name_or_path=str(path), revision=None, local=True)
 
 
-def load_tokenizer(source: ModelSource, base: BaseModelRef) -> PreTrainedTokenizerBase:
-    """The base model's tokenizer, with a pad token (EOS when it has none) and left padding."""
-    tokenizer = AutoTokenizer.from_pretrained(
-        source.name_or_path,
-        revision=source.revision,
-        trust_remote_code=base.trust_remote_code,
-        local_files_only=source.local,
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _load_error(what: str, source: ModelSource, error: BaseException) -> TrainerInputError:
+    hint = ""
+    if not source.local:
+        hint = (
+            "; check the name and revision, that the hub is reachable and, for a gated model, that HF_TOKEN "
+            "grants access (or use a file:// or s3:// copy of the model)"
+        )
+    return TrainerInputError(
+        f"baseModel.uri: cannot load the {what} of {source.name_or_path}: {_first_line(error)}{hint}"
     )
+
+
+def _check_tokenizer_files(source: ModelSource) -> None:
+    folder = Path(source.name_or_path)
+    if source.local and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise TrainerInputError(
+            f"baseModel.uri: {folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer into the model folder (tokenizer.save_pretrained)"
+        )
+
+
+def load_tokenizer(source: ModelSource, base: BaseModelRef) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer, with a pad token (EOS when it has none) and left padding.
+
+    Raises:
+        TrainerInputError: naming ``baseModel.uri`` when the folder has no tokenizer files, the hub cannot
+            be reached or refuses access, or the tokenizer is empty or has no EOS token.
+    """
+    _check_tokenizer_files(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source.name_or_path,
+            revision=source.revision,
+            trust_remote_code=base.trust_remote_code,
+            local_files_only=source.local,
+        )
+    except (OSError, ValueError) as error:
+        raise _load_error("tokenizer", source, error) from None
+    if len(tokenizer) == 0 or tokenizer.eos_token_id is None:
+        raise TrainerInputError(
+            f"baseModel.uri: the tokenizer of {source.name_or_path} is empty or has no EOS token; "
+            "every completion must end with one"
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -104,29 +149,11 @@ def load_base_model(source: ModelSource, base: BaseModelRef) -> PreTrainedModel:
             dtype=model_dtype(base.dtype),
         )
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TrainerInputError(f"baseModel.uri: cannot load {source.name_or_path}: {first_line}") from None
+        raise _load_error("model", source, error) from None
     typed: Any = model
     typed.to(device())
     typed.eval()
     return model
-
-
-def target_shapes(model: torch.nn.Module, target_modules: tuple[str, ...]) -> dict[str, tuple[int, int]]:
-    """``{module name: (out, in)}`` of every Linear whose last name part is in ``target_modules``."""
-    shapes: dict[str, tuple[int, int]] = {}
-    found: set[str] = set()
-    for name, module in model.named_modules():
-        suffix = name.rsplit(".", 1)[-1]
-        if suffix in target_modules and isinstance(module, torch.nn.Linear):
-            shapes[name] = (module.out_features, module.in_features)
-            found.add(suffix)
-    missing = sorted(set(target_modules) - found)
-    if missing:
-        raise TrainerInputError(
-            f"adapter.targetModules: {', '.join(missing)} match no Linear module of the base model"
-        )
-    return shapes
 
 
 def base_model_reference(uri: str) -> dict[str, Any]:
@@ -139,17 +166,22 @@ def base_model_reference(uri: str) -> dict[str, Any]:
     return {"base_model_name_or_path": uri}
 
 
-def fresh_genome(model: torch.nn.Module, adapter: AdapterRef, seed: int, base_uri: str) -> Genome:
-    """Generation 0: a PEFT-style fresh LoRA (Kaiming-uniform A, zero B) drawn from ``seed``."""
+def on_base_model(genome: Genome, uri: str) -> Genome:
+    """``genome`` whose adapter config names ``uri`` as its base model (the model it was trained on)."""
+    config = {k: v for k, v in genome.config.items() if k not in ("base_model_name_or_path", "revision")}
+    return replace(genome, config={**config, **base_model_reference(uri)})
+
+
+def fresh_genome(targets: Targets, adapter: AdapterRef, seed: int, base_uri: str) -> Genome:
+    """Generation 0: a PEFT-style fresh LoRA (Kaiming-uniform A, zero B) on ``targets``, from ``seed``."""
     config: dict[str, Any] = {
         "task_type": "CAUSAL_LM",
-        "target_modules": sorted(adapter.target_modules),
+        "target_modules": list(targets.names),
         "lora_dropout": adapter.dropout,
         **base_model_reference(base_uri),
     }
     generator = make_generator(derive_seed(seed, "fresh-adapter"))
-    shapes = target_shapes(model, adapter.target_modules)
-    return init_genome(shapes, adapter.rank, adapter.alpha, generator, config=config)
+    return init_genome(targets.shapes, adapter.rank, adapter.alpha, generator, config=config)
 
 
 def attach_genome(model: PreTrainedModel, genome: Genome, dropout: float, scratch: Path) -> PeftModel:

@@ -36,6 +36,7 @@ from nora.trainer.errors import TrainerError, TrainerInputError
 from nora.trainer.evaluate import Accuracy, HeldoutLoss, PairLogps, greedy_accuracy, irpo_loss, pair_logps
 from nora.trainer.irpo_config import TrainerJob
 from nora.trainer.irpo_trainer import Pair, PairStats, TrainStats, build_pairs, sample_answers
+from nora.trainer.targets import resolve_targets
 
 log = logging.getLogger("nora.trainer")
 T = TypeVar("T")
@@ -98,13 +99,17 @@ def _need(value: T | None, what: str) -> T:
 def _starting_genome(state: _State, base: torch.nn.Module) -> Genome:
     job = state.job
     if job.adapter.uri is None:
+        targets = resolve_targets(base, job.adapter.target_modules)
+        for note in targets.notes:
+            log.info("%s", note)
         log.info(
-            "adapter: fresh LoRA rank %d alpha %g on %s",
+            "adapter: fresh LoRA rank %d alpha %g on %s (%d modules)",
             job.adapter.rank,
             job.adapter.alpha,
             ",".join(job.adapter.target_modules),
+            len(targets.shapes),
         )
-        return models.fresh_genome(base, job.adapter, job.irpo.seed, job.base_model.uri)
+        return models.fresh_genome(targets, job.adapter, job.irpo.seed, job.base_model.uri)
     return _download_adapter(job.adapter.uri, state.scratch)
 
 
@@ -282,6 +287,7 @@ def _run(job: TrainerJob, scratch: Path, watch: checkpoint.StopWatch) -> RunResu
         accuracy, heldout = _evaluate(state, trained=train is not None)
     fitness = _fitness(job, accuracy, heldout)
     trained = models.extract_genome(_need(state.model, "model"), _need(state.start, "start genome"))
+    trained = models.on_base_model(trained, job.base_model.uri)
     metrics = _metrics(state, accuracy, heldout, train, fitness, clock)
     with clock.phase("write"):
         records = {"samples": accuracy.records, "pairs": _pair_records(state)}

@@ -11,9 +11,9 @@ again.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from nora.operator.generations import GenerationState
+from nora.operator.generations import GenerationObject
 from nora.operator.jobs import JobView
 
 
@@ -21,14 +21,16 @@ from nora.operator.jobs import JobView
 class Step:
     """What to do for one generation now (see the module docstring)."""
 
-    generation: GenerationState
+    generation: GenerationObject
     finished: tuple[JobView, ...]
     vanished: tuple[str, ...]
     create: tuple[str, ...]
     active: int
 
 
-def own_jobs(jobs: Mapping[str, JobView], generation: GenerationState) -> tuple[dict[str, JobView], set[str]]:
+def own_jobs(
+    jobs: Mapping[str, JobView], generation: GenerationObject
+) -> tuple[dict[str, JobView], set[str]]:
     """This generation's Jobs, and the names taken by Jobs of another owner (an earlier incarnation of a
     Population of the same name, still being garbage-collected)."""
     own: dict[str, JobView] = {}
@@ -44,7 +46,7 @@ def own_jobs(jobs: Mapping[str, JobView], generation: GenerationState) -> tuple[
 
 
 def plan_step(
-    generation: GenerationState,
+    generation: GenerationObject,
     jobs: Mapping[str, JobView],
     created: Collection[str],
     parallelism: int,
@@ -68,7 +70,7 @@ def plan_step(
             active += 1
             attempts = max(result.attempts, view.attempts)
             if (result.phase, result.attempts) != (view.phase, attempts):
-                state = state.with_result(replace(result, phase=view.phase, attempts=attempts), job=view.name)
+                state = state.with_result(result.update(phase=view.phase, attempts=attempts), job=view.name)
         elif plan.id in created:
             active += 1
         elif plan.id in taken:

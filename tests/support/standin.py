@@ -1,0 +1,89 @@
+"""The one stand-in for ``nora train``, for tests of the drivers' mechanics (never of training itself).
+
+It honours the trainer's contract (:mod:`nora.evolution.contract`): it reads ``genome.json`` from the
+task URI (a path, ``file://`` or ``s3://``), writes a real adapter (the starting one unchanged, or a fresh
+one from the genome's seed) and ``metrics.json`` to the task's output, and prints the summary line. Its
+fitness is a deterministic function of the adapter's bytes, so bred children score differently from their
+parents and a re-run scores the same. Genomes named in ``fail`` (or ``$NORA_STANDIN_FAIL``) fail: exit 1
+with a termination message.
+
+In-process drivers call :func:`train`; Pods of the process kubelet run :func:`standin_command`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+from nora.api.task import GenomeTask
+from nora.evolution import contract
+from nora.evolution.genome_store import download_genome, upload_genome
+from nora.genetics import Genome, init_genome, make_generator
+from nora.storage import open_uri
+
+FAIL_ENV = "NORA_STANDIN_FAIL"
+WIDTH = 8
+REPO = Path(__file__).resolve().parents[2]
+
+
+class StandinError(RuntimeError):
+    """The stand-in was told to fail for this genome."""
+
+
+def fitness_of(genome: Genome) -> float:
+    """A number in [0, 1) that depends only on the adapter's weights."""
+    weights = b"".join(
+        m.a.numpy().tobytes() + m.b.numpy().tobytes() for _, m in sorted(genome.modules.items())
+    )
+    return int.from_bytes(hashlib.sha256(weights).digest()[:8], "big") / 2**64
+
+
+def train(task_uri: str, fail: Collection[str] = ()) -> dict[str, Any]:
+    """Do what ``nora train`` does to the store for the task at ``task_uri``; its summary."""
+    store, key = open_uri(task_uri)
+    task = GenomeTask.model_validate_json(store.read_bytes(key))
+    if task.genome in fail:
+        raise StandinError(f"standin: {task.genome} always fails")
+    if task.adapter.uri:
+        genome = download_genome(*open_uri(task.adapter.uri))
+    else:
+        shapes = {f"model.layers.0.self_attn.{m}": (WIDTH, WIDTH) for m in task.adapter.target_modules}
+        genome = init_genome(
+            shapes, task.adapter.rank, task.adapter.alpha, make_generator(task.seed), b_std=0.1
+        )
+    out_store, out = open_uri(task.output)
+    upload_genome(out_store, f"{out}/{contract.ADAPTER_DIR}", genome)
+    fitness = fitness_of(genome)
+    metrics = {"fitness": fitness, "accuracy": fitness, "irpo_loss": 1 - fitness}
+    out_store.write_bytes(f"{out}/{contract.METRICS_FILE}", json.dumps(metrics).encode())
+    return {"genome": task.genome, "fitness": fitness}
+
+
+def main(argv: Sequence[str]) -> int:
+    """The stand-in as a process: ``standin.py --genome URI``; the exit code."""
+    fail = [name for name in os.environ.get(FAIL_ENV, "").split(",") if name]
+    try:
+        summary = train(argv[-1], fail)
+    except StandinError as error:
+        message = f"{contract.ERROR_PREFIX}{error}"
+        print(message, file=sys.stderr)
+        path = os.environ.get(contract.ENV_TERMINATION_LOG, contract.TERMINATION_LOG)
+        Path(path).write_text(message)
+        return contract.EXIT_FAILED
+    print(json.dumps(summary))
+    return contract.EXIT_SUCCEEDED
+
+
+def standin_command(folder: Path) -> list[str]:
+    """The stand-in's command line (before the task URI), as ``NORA_TRAIN_COMMAND`` takes it."""
+    script = folder / "standin_trainer.py"
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO)!r})\n"
+        "from tests.support.standin import main\nsys.exit(main(sys.argv))\n"
+    )
+    return [sys.executable, str(script), "--genome"]
