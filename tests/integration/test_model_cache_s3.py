@@ -84,3 +84,40 @@ def test_a_population_reads_the_s3_base_model_once(s3_server: S3Server, tmp_path
     assert reads == dict.fromkeys(files, 1)
     copies = [p for p in (tmp_path / "models").iterdir() if (p / MARKER).exists()]
     assert len(copies) == 1
+
+
+def test_the_initializer_command_fetches_once_into_the_volume(s3_server: S3Server, tmp_path: Path) -> None:
+    """``nora fetch-model`` as the model-initializer Job runs it, twice on one volume (a re-created Job)."""
+    client, bucket, prefix = s3_server.client(), s3_server.bucket, "models/init-toy"
+    client.put_object(Bucket=bucket, Key=f"{prefix}/config.json", Body=b'{"model_type": "llama"}')
+    client.put_object(Bucket=bucket, Key=f"{prefix}/model.safetensors", Body=b"\0" * 4096)
+    client.put_object(Bucket=bucket, Key=f"{prefix}/pytorch_model.bin", Body=b"never fetched")
+    command = [
+        sys.executable,
+        "-m",
+        "nora",
+        "fetch-model",
+        f"s3://{bucket}/{prefix}/",
+        str(tmp_path / "volume"),
+    ]
+    env = {**os.environ, **s3_server.env()}
+    runs = [
+        subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+        for _ in "ab"
+    ]
+    assert [run.returncode for run in runs] == [0, 0], runs[0].stderr[-2000:]
+    folder = Path(runs[0].stdout.strip())
+    assert runs[1].stdout.strip() == str(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["config.json", MARKER, "model.safetensors"])
+    assert s3_server.get_requests(f"{prefix}/model.safetensors") == 1
+    assert s3_server.get_requests(f"{prefix}/pytorch_model.bin") == 0
+    missing = subprocess.run(
+        [*command[:4], f"s3://{bucket}/models/absent/", str(tmp_path / "volume")],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1].startswith("nora fetch-model: error: baseModel.uri: ")

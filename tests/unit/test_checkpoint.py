@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -14,7 +15,9 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase, TrainerCallback
 
 from nora.genetics import Genome, LoraModule, init_genome, make_generator
+from nora.toy.data import write_dataset
 from nora.trainer import checkpoint, models, state_files
+from nora.trainer.entrypoint import main
 from nora.trainer.evaluate import PairLogps
 from nora.trainer.irpo_config import BaseModelRef, IrpoConfig
 from nora.trainer.irpo_trainer import Pair, train_dpo
@@ -126,3 +129,32 @@ def test_a_run_stopped_at_step_4_and_resumed_ends_exactly_like_an_uninterrupted_
 def _assert_close(expected: LoraModule, actual: LoraModule) -> None:
     torch.testing.assert_close(actual.a, expected.a, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(actual.b, expected.b, rtol=1e-5, atol=1e-6)
+
+
+def test_sigterm_before_training_exits_143_at_once_and_names_the_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def sigterm_while_loading(uri: str) -> models.ModelSource:
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("the SIGTERM handler did not stop the run")
+
+    monkeypatch.setattr(models, "resolve_model", sigterm_while_loading)
+    monkeypatch.setenv("NORA_TERMINATION_LOG", str(tmp_path / "termination"))
+    train, eval_ = write_dataset(tmp_path / "data", seed=0, n_train=4, n_eval=4)
+    task = {
+        "population": "p",
+        "generation": 0,
+        "genome": "p-g0-0",
+        "seed": 1,
+        "baseModel": {"uri": "s3://unused/model/"},
+        "dataset": {"train": train.as_uri(), "eval": eval_.as_uri()},
+        "output": (tmp_path / "out").as_uri(),
+    }
+    (tmp_path / "genome.json").write_text(json.dumps(task), encoding="utf-8")
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(str(tmp_path / "genome.json")) == 143
+    expected = "nora train: error: stopped by SIGTERM before training was under way; nothing to checkpoint"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == expected
+    assert (tmp_path / "termination").read_text(encoding="utf-8").strip() == expected
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert not (tmp_path / "out").exists()

@@ -154,3 +154,42 @@ def test_fetch_model_command_prints_the_folder_and_exits_2_on_bad_input(
     printed = capsys.readouterr().out.split()
     assert printed == [str(tmp_path / "cache" / model_cache.cache_key(URI))] * 2
     assert len(store.reads) == 3
+
+
+def test_hub_models_are_fetched_without_pickles_and_hub_errors_name_the_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub
+
+    calls: list[dict[str, object]] = []
+
+    def snapshot(**kwargs: object) -> str:
+        calls.append(kwargs)
+        if kwargs["repo_id"] == "org/gated":
+            raise OSError("401 Client Error: gated repo\nmore detail")
+        target = Path(str(kwargs["local_dir"]))
+        (target / ".cache").mkdir()
+        (target / "config.json").write_text("{}")
+        if kwargs["repo_id"] == "org/model":
+            (target / "model.safetensors").write_bytes(b"w")
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    folder = model_cache.cached_model("hf://org/model@v2", tmp_path, model_cache.fetcher("hf://org/model@v2"))
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        model_cache.MARKER,
+    ]
+    assert (calls[0]["repo_id"], calls[0]["revision"]) == ("org/model", "v2")
+    patterns = calls[0]["allow_patterns"]
+    assert isinstance(patterns, list)
+    assert "*.safetensors" in patterns
+    assert not any(p.endswith((".bin", ".pt", ".pth", ".ckpt")) for p in patterns)
+    with pytest.raises(
+        TrainerInputError, match=r"^baseModel\.uri: cannot download hf://org/gated: 401 Client"
+    ):
+        model_cache.cached_model("hf://org/gated", tmp_path, model_cache.fetcher("hf://org/gated"))
+    with pytest.raises(TrainerInputError, match=r"^baseModel\.uri: hf://org/pickled has no \.safetensors"):
+        model_cache.cached_model("hf://org/pickled", tmp_path, model_cache.fetcher("hf://org/pickled"))
+    assert model_cache.complete_copy("hf://org/gated", tmp_path) is None

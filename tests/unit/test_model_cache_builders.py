@@ -1,4 +1,4 @@
-"""The model-cache PVC and model-initializer Job builders (pure functions) and the initializer's state."""
+"""The model-cache PVC and model-initializer Job builders (pure functions)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from nora.operator.model_cache import (
     build_model_initializer_job,
     build_model_pvc,
     initializer_job_name,
-    initializer_state,
 )
 from nora.operator.objects import ObjectRef
 
@@ -101,20 +100,3 @@ def test_the_initializer_writes_into_a_users_claim_and_has_a_custom_command() ->
 
 def test_there_is_no_initializer_without_a_model_cache() -> None:
     assert build_model_initializer_job(OWNER, _spec(modelCache=None)) is None
-
-
-@pytest.mark.parametrize(
-    ("job", "state"),
-    [
-        (None, ("Absent", "")),
-        ({"status": {"active": 1}}, ("Running", "")),
-        ({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}, ("Succeeded", "")),
-        (
-            {"status": {"conditions": [{"type": "Failed", "status": "True", "message": "exit 2"}]}},
-            ("Failed", "exit 2"),
-        ),
-        ({"status": {"conditions": [{"type": "Failed", "status": "False"}]}}, ("Running", "")),
-    ],
-)
-def test_the_initializer_state(job: dict[str, Any] | None, state: tuple[str, str]) -> None:
-    assert initializer_state(job) == state

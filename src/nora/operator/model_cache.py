@@ -9,7 +9,7 @@ The base model is fetched once per Population into a volume that every genome Jo
    with ``nora fetch-model <baseModel.uri> /nora-models`` on that volume (read-write), which copies the
    model into ``/nora-models/<key of the URI>/`` (safetensors only, a completion marker written last) and
    does nothing when a complete copy is already there;
-3. genome Jobs start only after that Job succeeded (:func:`initializer_state` reads it).
+3. genome Jobs start only after that Job succeeded (:mod:`nora.operator.model_cache_step`).
 
 Both objects are owned by the Population, so deleting it deletes the cache (a user's PVC is never owned).
 The initializer does not go through Kueue: it needs no accelerator, and its retries follow the genome
@@ -18,8 +18,8 @@ Jobs' (exit code 2, a bad ``baseModel.uri``, fails it at once).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 from nora.api.population import PopulationSpec
 from nora.operator.jobs import (
@@ -41,7 +41,6 @@ from nora.operator.objects import JSON, ObjectRef, common_labels
 DEFAULT_FETCH_COMMAND: tuple[str, ...] = ("python", "-m", "nora", "fetch-model")
 """The initializer's command before ``<baseModel.uri> <mount path>``."""
 INITIALIZER_RESOURCES: JSON = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}
-InitializerState = Literal["Absent", "Running", "Succeeded", "Failed"]
 
 
 def initializer_job_name(population: str) -> str:
@@ -148,23 +147,3 @@ def build_model_initializer_job(
             },
         },
     }
-
-
-def _true(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == kind and condition.get("status") == "True":
-            return dict(condition)
-    return None
-
-
-def initializer_state(job: Mapping[str, Any] | None) -> tuple[InitializerState, str]:
-    """Where the initializer Job stands, and the message of its Failed condition (else ``""``)."""
-    if job is None:
-        return "Absent", ""
-    status = job.get("status") or {}
-    if _true(status, "Complete") is not None:
-        return "Succeeded", ""
-    failed = _true(status, "Failed")
-    if failed is not None:
-        return "Failed", str(failed.get("message") or failed.get("reason") or "")
-    return "Running", ""

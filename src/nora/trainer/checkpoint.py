@@ -50,8 +50,12 @@ FOLDER, LATEST = "checkpoint", "latest.json"
 TRAINER_STATE = "trainer_state.json"
 
 
-class PreemptionError(TrainerError):
-    """SIGTERM stopped the run (exit code 143); a checkpoint was saved when training was under way."""
+class PreemptionError(BaseException):
+    """SIGTERM stopped the run (exit code 143); a checkpoint was saved when training was under way.
+
+    Like ``KeyboardInterrupt`` it is not an ``Exception``, so no library's ``except Exception`` swallows it
+    when it is raised from the signal handler.
+    """
 
 
 class StopWatch:

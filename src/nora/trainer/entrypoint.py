@@ -88,7 +88,7 @@ def summary(result: RunResult) -> dict[str, Any]:
 def one_line(error: BaseException) -> str:
     """``error`` as a single line (the reason, never a traceback)."""
     text = " ".join(str(error).split()) or type(error).__name__
-    if not isinstance(error, TrainerError | GeneticsError | ApiValidationError):
+    if not isinstance(error, TrainerError | GeneticsError | ApiValidationError | PreemptionError):
         text = f"{type(error).__name__}: {text}"
     return text
 
@@ -138,7 +138,7 @@ def configure_runtime() -> None:
         torch.set_num_threads(int(threads))
 
 
-def _exit_code(error: Exception) -> int:
+def _exit_code(error: BaseException) -> int:
     if isinstance(error, PreemptionError):
         return contract.EXIT_PREEMPTED
     return contract.EXIT_INPUT_ERROR if isinstance(error, INPUT_ERRORS) else contract.EXIT_FAILED
@@ -151,7 +151,7 @@ def main(genome_uri: str, stdout: TextIO | None = None) -> int:
         configure_runtime()
         with contextlib.redirect_stdout(sys.stderr), StopWatch.installed() as watch:
             result = run_job(load_job(genome_uri), watch=watch)
-    except Exception as error:
+    except (Exception, PreemptionError) as error:
         if os.environ.get(contract.ENV_DEBUG):
             traceback.print_exc(file=sys.stderr)
         message = f"{contract.ERROR_PREFIX}{one_line(error)}"
