@@ -2,8 +2,9 @@
 
 Children die with the driver (``PR_SET_PDEATHSIG``), so a killed ``nora run`` never leaves a trainer
 writing behind the back of its resumption; an interrupted one (Ctrl-C) sends them SIGTERM first, so
-a training under way saves a checkpoint that the next attempt resumes. With several GPUs each worker slot gets its own
-``CUDA_VISIBLE_DEVICES``; on CPU the cores are shared out through the thread-count variables.
+a training under way saves a checkpoint that the next attempt resumes. With several GPUs each worker
+slot gets its own ``CUDA_VISIBLE_DEVICES``; on CPU the cores are shared out through the thread-count
+variables.
 """
 
 from __future__ import annotations
