@@ -286,13 +286,7 @@ def _report_from_the_store(s3: S3Server, folder: Path, status: JSON) -> None:
 
 
 def test_the_breeding_process_dies_with_the_operator_process_alone(
-    kube_api: KubeHTTP,
-    kubectl: Kubectl,
-    control_plane: ControlPlane,
-    namespace: str,
-    s3_server: S3Server,
-    tmp_path: Path,
-    operators: Operators,
+    kube_api: KubeHTTP, kubectl: Kubectl, namespace: str, s3_server: S3Server, operators: Operators
 ) -> None:
     operator = operators.start(namespace)
     s3_secret(kube_api, namespace, s3_server)
