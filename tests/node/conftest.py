@@ -54,15 +54,13 @@ def node_plane(node_site: NodeSite, tmp_path_factory: pytest.TempPathFactory) ->
     procs = Processes()
     options = PlaneOptions(host=node_site.network.host_ip, real_node=True)
     try:
-        plane = controlplane.start(tmp_path_factory.mktemp("node-plane"), binaries, procs, options)
-    except Exception as exc:
-        report = procs.describe()
-        procs.stop()
-        pytest.fail(f"real-node control plane failed to start: {exc}\n{report}", pytrace=False)
-    try:
+        try:
+            plane = controlplane.start(tmp_path_factory.mktemp("node-plane"), binaries, procs, options)
+        except Exception as exc:
+            pytest.fail(f"real-node control plane failed to start: {exc}\n{procs.describe()}", pytrace=False)
         yield plane
     finally:
-        procs.stop()
+        procs.stop()  # also after a timeout (pytest-timeout raises no Exception subclass)
 
 
 @pytest.fixture(scope="session")
@@ -71,12 +69,10 @@ def real_node(node_site: NodeSite, node_plane: ControlPlane) -> Iterator[RealNod
     binaries = require("kubelet", "kube-proxy", "kube-scheduler")
     running = RealNode(site=node_site, api=node_plane.api(), binaries=binaries)
     try:
-        node.start_node(running, node_plane)
-    except Exception as exc:
-        report = running.describe()
-        running.stop()
-        pytest.fail(f"real node failed to start: {exc}\n{report}", pytrace=False)
-    try:
+        try:
+            node.start_node(running, node_plane)
+        except Exception as exc:
+            pytest.fail(f"real node failed to start: {exc}\n{running.describe()}", pytrace=False)
         yield running
     finally:
         running.stop()
@@ -88,12 +84,12 @@ def node_s3(node_site: NodeSite, tmp_path_factory: pytest.TempPathFactory) -> It
     binary = require("versitygw")["versitygw"]
     procs = Processes()
     try:
-        server = s3.start(procs, binary, tmp_path_factory.mktemp("node-s3"), host=node_site.network.host_ip)
-    except Exception as exc:
-        report = procs.describe()
-        procs.stop()
-        pytest.fail(f"S3 server failed to start: {exc}\n{report}", pytrace=False)
-    try:
+        try:
+            server = s3.start(
+                procs, binary, tmp_path_factory.mktemp("node-s3"), host=node_site.network.host_ip
+            )
+        except Exception as exc:
+            pytest.fail(f"S3 server failed to start: {exc}\n{procs.describe()}", pytrace=False)
         yield server
     finally:
         procs.stop()

@@ -14,7 +14,8 @@ from tests.support.fixtures import Kubectl
 from tests.support.node import GPUS, RealNode
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.node, pytest.mark.slow]
+# The first test also starts the node: importing the two multi-GB images takes minutes on a busy machine.
+pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 IN_CLUSTER = """
 import json, os, ssl, urllib.request

@@ -42,7 +42,7 @@ from tests.support.node import RealNode
 from tests.support.s3 import S3Server
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.node, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.node, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 RELEASE, SYSTEM = "nora", "nora-system"
 RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
@@ -233,7 +233,8 @@ def test_a_genome_over_its_memory_limit_is_oom_killed_and_reported(
 
 def test_deleting_a_population_removes_its_jobs_and_pods(cluster: Cluster, real_node: RealNode) -> None:
     api, ns = real_node.api, cluster.namespace
-    wait_for(lambda: _phase(api, ns, "starved"), timeout=900, what="starved finished", interval=2)
+    wait_for(lambda: _oom_reported(api, ns), timeout=900, what="OOMKilled reported", interval=2)
+    assert jobs_of(api, ns, "starved")
     api.delete(f"/apis/nora.dev/v1alpha1/namespaces/{ns}/populations/starved", propagation="Foreground")
 
     def gone() -> bool:

@@ -219,7 +219,8 @@ def start_containerd(node: RealNode, sandbox_image: str) -> None:
 def import_images(node: RealNode) -> None:
     """Import every image archive into containerd's k8s.io namespace."""
     for image in node.images.values():
-        node.ctr("images", "import", "--no-unpack", str(image.archive), timeout=900)
+        base_name = image.reference.rsplit(":", 1)[0]
+        node.ctr("images", "import", f"--base-name={base_name}", str(image.archive), timeout=900)
         if image.reference not in node.ctr("images", "ls", "-q"):
             raise RuntimeError(f"{image.archive} did not import as {image.reference}")
 

@@ -132,6 +132,7 @@ def build_kubelet_config(network: NodeNetwork, layout: NodeLayout, port: int) ->
         "maxPods": 30,
         "podPidsLimit": 4096,
         "resolvConf": "/etc/resolv.conf",
+        "podLogsDir": str(layout.root / "pod-logs"),
         "logging": {"verbosity": 1},
     }
 
