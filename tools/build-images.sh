@@ -40,7 +40,7 @@ declare -A DOCKERFILES=([nora-operator]=operator/Dockerfile [nora-trainer]=train
 export BUILDAH_ISOLATION=chroot
 export TMPDIR="$NORA_CACHE/buildah-tmp"   # buildah keeps RUN cache mounts (pip's cache) under TMPDIR
 
-log() { printf '[build-images %4ds] %s\n' "$SECONDS" "$*"; }
+log() { printf "[build-images %4ds] %s\n" "$SECONDS" "$*" >&2; }  # stderr: some callers print results on stdout
 bah() { buildah --root "$STORE/root" --runroot "$STORE/run" --storage-driver "$DRIVER" "$@"; }
 short_hash() { sha256sum | cut -c1-16; }
 

@@ -19,6 +19,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -138,14 +139,15 @@ class RealNode:
         return self.procs.describe(lines)
 
     def stop(self) -> None:
-        """Remove the Pods, stop everything by PID and clean up mounts and iptables rules (the control
-        plane is still up; NodeSite.release deletes the bridge afterwards)."""
+        """Remove the Pods, stop everything by PID, clean up mounts and iptables rules and delete the
+        image store (the control plane is still up; NodeSite.release deletes the bridge afterwards)."""
         with contextlib.suppress(Exception):
             self._drain()
         self.procs.stop()
         self._stop_shims()
         run(str(self.binaries["kube-proxy"]), "--cleanup", check=False)
         _unmount_below(self.layout.root)
+        shutil.rmtree(self.layout.root / "containerd" / "root", ignore_errors=True)  # GBs of image layers
 
     def _drain(self, timeout: float = 90) -> None:
         """Delete every workload and Pod (grace 0) and wait until containerd runs no task."""
