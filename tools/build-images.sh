@@ -148,6 +148,8 @@ main() {
   mkdir -p "$IMAGES_DIR" "$TMPDIR" "$STORE"
   exec 7>"$NORA_CACHE/.images.lock"
   flock 7   # one build at a time
+  # a build cut short leaves multi-GB temporary files; keep only the cache mounts and our pip.conf
+  find "$TMPDIR" -mindepth 1 -maxdepth 1 ! -name buildah-cache ! -name pip.conf -exec rm -rf {} +
   for name in "${todo[@]}"; do
     local start=$SECONDS
     ref="$(reference "$name")"
