@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +70,6 @@ class Cluster:
 
 
 def _helm(plane: ControlPlane, *args: str) -> None:
-    import subprocess
-
     argv = [str(require("helm")["helm"]), f"--kubeconfig={plane.kubeconfig}", *args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, f"helm {' '.join(args)}:\n{proc.stderr}{proc.stdout}"

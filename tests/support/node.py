@@ -37,6 +37,11 @@ NODE_NAME = "nora-real-node"
 GPUS = 2
 LOCK = Path("/run/nora-real-node.lock")
 POOL = ipaddress.ip_network("10.244.0.0/16")
+KUBELET_CHAINS = {
+    "filter": ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY"),
+    "nat": ("KUBE-KUBELET-CANARY",),
+    "mangle": ("KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT"),
+}
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,7 @@ class RealNode:
         self.procs.stop()
         self._stop_shims()
         run(str(self.binaries["kube-proxy"]), "--cleanup", check=False)
+        _remove_kubelet_chains()
         _unmount_below(self.layout.root)
         shutil.rmtree(self.layout.root / "containerd" / "root", ignore_errors=True)  # GBs of image layers
 
@@ -170,6 +176,17 @@ class RealNode:
             with contextlib.suppress(OSError):
                 if marker in (proc / "cmdline").read_bytes():
                     os.kill(int(proc.name), 9)
+
+
+def _remove_kubelet_chains() -> None:
+    """Delete the iptables chains the kubelet makes (``kube-proxy --cleanup`` leaves them), IPv4 and IPv6."""
+    for tool in ("iptables", "ip6tables"):
+        for hook in ("INPUT", "OUTPUT"):
+            run(tool, "-t", "filter", "-D", hook, "-j", "KUBE-FIREWALL", check=False)
+        for table, chains in KUBELET_CHAINS.items():
+            for chain in chains:
+                run(tool, "-t", table, "-F", chain, check=False)
+                run(tool, "-t", table, "-X", chain, check=False)
 
 
 def _unmount_below(root: Path) -> None:
