@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 PIP_VERSION := 25.3
 PY_SOURCES := src tests benchmarks tools
 
-.PHONY: venv tools lint test unit demo bench lock clean
+.PHONY: venv tools images lint test unit demo bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,15 @@ $(STAMP): pyproject.toml constraints.txt
 ## venv: create .venv with every pinned dependency (idempotent)
 venv: $(STAMP)
 
-## tools: build the control plane, S3 server and helm from Go modules, unpack Prometheus (~/.cache/nora)
+## tools: install the node's Debian packages (containerd, runc, CNI, buildah, ...), build the control plane,
+## kubelet, S3 server and helm from Go modules, unpack Prometheus (~/.cache/nora)
 tools:
+	bash tools/install-node-packages.sh
 	bash tools/build-tools.sh
+
+## images: build the operator, trainer and pause images with buildah (cached in ~/.cache/nora/images)
+images: tools
+	bash tools/build-images.sh
 
 ## lint: ruff, formatting, mypy --strict, import layering, generated CRDs and chart values table up to date
 lint: venv
@@ -34,7 +40,7 @@ lint: venv
 	$(BIN)/python tools/chart_values_table.py --check
 
 ## test: everything CI runs: set-up, lint, unit + integration + e2e tests
-test: venv tools lint
+test: venv tools images lint
 	$(BIN)/python -m pytest
 
 ## unit: the fast tier only

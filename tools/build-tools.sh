@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the test control plane (etcd, kube-apiserver, kube-controller-manager), the S3 server
+# Build the test control plane (etcd, kube-apiserver, kube-controller-manager), the real node's
+# Kubernetes parts (kubelet, kube-scheduler, kube-proxy), the Pod sandbox program (pause), the S3 server
 # (versitygw) and helm from pinned Go modules into ~/.cache/nora/bin/<name>-<version>; Prometheus and
 # promtool come from Debian's package through tools/install-prometheus.sh (no Go needed for them).
 #
@@ -20,8 +21,13 @@ declare -A BINARIES=(
   [kube-controller-manager]="$NORA_BIN/kube-controller-manager-$KUBERNETES_VERSION"
   [versitygw]="$NORA_BIN/versitygw-$VERSITYGW_VERSION"
   [helm]="$NORA_BIN/helm-$HELM_VERSION"
+  [kubelet]="$NORA_BIN/kubelet-$KUBERNETES_VERSION"
+  [kube-scheduler]="$NORA_BIN/kube-scheduler-$KUBERNETES_VERSION"
+  [kube-proxy]="$NORA_BIN/kube-proxy-$KUBERNETES_VERSION"
+  [pause]="$NORA_BIN/pause-$PAUSE_VERSION"
 )
-ORDER=(etcd kube-apiserver kube-controller-manager versitygw helm)
+ORDER=(etcd kube-apiserver kube-controller-manager versitygw helm kubelet kube-scheduler kube-proxy pause)
+NODE_CMDS=(kubelet kube-scheduler kube-proxy)
 
 log() { printf '[build-tools %4ds] %s\n' "$SECONDS" "$*"; }
 
@@ -62,19 +68,31 @@ build_etcd() {
   mv "$1.tmp" "$1"   # a build cut short never leaves a file that looks finished
 }
 
-build_kube() {  # builds both kube binaries in one go build (they share most packages)
-  check_wrapper kube k8s.io/kubernetes "$KUBERNETES_VERSION"
-  local tmp="$NORA_BIN/.kube-$KUBERNETES_VERSION.tmp" pkg ldflags="-s -w"
+kube_ldflags() {  # the version stamps `make` puts into Kubernetes binaries
+  local pkg ldflags="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$KUBE_MINOR"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
+  echo "$ldflags"
+}
+
+build_kube_cmds() {  # <log name> <cmd>...: one go build of k8s.io/kubernetes/cmd/<cmd> each (shared packages)
+  local name="$1"; shift
+  check_wrapper kube k8s.io/kubernetes "$KUBERNETES_VERSION"
+  local tmp="$NORA_BIN/.$name-$KUBERNETES_VERSION.tmp" cmd pkgs=()
+  for cmd in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd"); done
   rm -rf "$tmp"; mkdir -p "$tmp"
-  (cd "$TOOLS_DIR/kube" && go_with_progress kube build -v -trimpath -mod=readonly -ldflags "$ldflags" \
-    -o "$tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
-  mv "$tmp/kube-apiserver" "${BINARIES[kube-apiserver]}"
-  mv "$tmp/kube-controller-manager" "${BINARIES[kube-controller-manager]}"
+  (cd "$TOOLS_DIR/kube" && go_with_progress "$name" build -v -trimpath -mod=readonly \
+    -ldflags "$(kube_ldflags)" -o "$tmp/" "${pkgs[@]}")
+  for cmd in "$@"; do mv "$tmp/$cmd" "${BINARIES[$cmd]}"; done
   rm -rf "$tmp"
+}
+
+build_pause() {  # the Pod sandbox program (tools/pause), static, for the locally built pause image
+  (cd "$TOOLS_DIR/pause" && go_with_progress pause build -v -trimpath -mod=readonly \
+    -ldflags "-s -w" -o "$1.tmp" .)
+  mv "$1.tmp" "$1"
 }
 
 go_install() {  # <name> <module>/<cmd path>@<version> <ldflags> <dest>
@@ -128,16 +146,25 @@ main() {
     [ -x "${BINARIES[$name]}" ] && continue
     local start=$SECONDS
     case "$name" in
-      kube-*) log "building kube-apiserver + kube-controller-manager $KUBERNETES_VERSION (one go build) -> $NORA_BIN" ;;
+      kube-apiserver|kube-controller-manager)
+        log "building kube-apiserver + kube-controller-manager $KUBERNETES_VERSION (one go build) -> $NORA_BIN" ;;
+      kubelet|kube-scheduler|kube-proxy)
+        log "building ${NODE_CMDS[*]} $KUBERNETES_VERSION (one go build) -> $NORA_BIN" ;;
       *) log "building $name -> ${BINARIES[$name]}" ;;
     esac
     case "$name" in
       etcd) build_etcd "${BINARIES[etcd]}" ;;
-      kube-apiserver|kube-controller-manager) build_kube ;;
+      kube-apiserver|kube-controller-manager) build_kube_cmds kube kube-apiserver kube-controller-manager ;;
+      kubelet|kube-scheduler|kube-proxy) build_kube_cmds kube-node "${NODE_CMDS[@]}" ;;
       versitygw) build_versitygw "${BINARIES[versitygw]}" ;;
       helm) build_helm "${BINARIES[helm]}" ;;
+      pause) build_pause "${BINARIES[pause]}" ;;
     esac
-    log "built ${name/#kube-*/kube binaries} in $((SECONDS - start))s"
+    case "$name" in
+      kube-apiserver|kube-controller-manager) log "built kube-apiserver + kube-controller-manager in $((SECONDS - start))s" ;;
+      kubelet|kube-scheduler|kube-proxy) log "built ${NODE_CMDS[*]} in $((SECONDS - start))s" ;;
+      *) log "built $name in $((SECONDS - start))s" ;;
+    esac
   done
   log "done"
 }

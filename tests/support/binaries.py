@@ -19,6 +19,10 @@ _VERSION_KEYS = {
     "kube-controller-manager": "KUBERNETES_VERSION",
     "versitygw": "VERSITYGW_VERSION",
     "helm": "HELM_VERSION",
+    "kubelet": "KUBERNETES_VERSION",
+    "kube-scheduler": "KUBERNETES_VERSION",
+    "kube-proxy": "KUBERNETES_VERSION",
+    "pause": "PAUSE_VERSION",
     "prometheus": "PROMETHEUS_DEB_VERSION",
     "promtool": "PROMETHEUS_DEB_VERSION",
 }

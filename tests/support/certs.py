@@ -36,15 +36,13 @@ def _openssl(directory: Path, command: str) -> None:
         raise RuntimeError(f"openssl {command} failed: {proc.stderr}")
 
 
-_SERVING_EXTENSIONS = (
-    "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default.svc\n"
-    "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-)
+_SERVING_NAMES = "IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default.svc"
+_SERVING_USAGE = "extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
 
 
-def generate(directory: Path) -> Credentials:
-    """Create a throwaway CA, a 127.0.0.1 serving certificate it signs, an RSA service-account key
-    and a static admin token (member of system:masters) in ``directory``."""
+def generate(directory: Path, extra_ips: tuple[str, ...] = ()) -> Credentials:
+    """Create a throwaway CA, a serving certificate it signs (127.0.0.1, the ``kubernetes`` Service and
+    ``extra_ips``), an RSA service-account key and a static admin token (member of system:masters)."""
     d = directory
     d.mkdir(parents=True, exist_ok=True)
     _openssl(
@@ -55,7 +53,8 @@ def generate(directory: Path) -> Credentials:
     _openssl(
         d, "req -newkey rsa:2048 -nodes -subj /CN=kube-apiserver -keyout apiserver.key -out apiserver.csr"
     )
-    (d / "apiserver.ext").write_text(_SERVING_EXTENSIONS)
+    names = ",".join([_SERVING_NAMES, *(f"IP:{ip}" for ip in extra_ips)])
+    (d / "apiserver.ext").write_text(f"subjectAltName={names}\n{_SERVING_USAGE}")
     _openssl(
         d,
         "x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3 "

@@ -1,4 +1,9 @@
-"""Start etcd, kube-apiserver and kube-controller-manager on 127.0.0.1; describe the running result."""
+"""Start etcd, kube-apiserver and kube-controller-manager on 127.0.0.1; describe the running result.
+
+With :class:`PlaneOptions` ``real_node`` the apiserver listens on the real node's bridge address instead,
+and the parts a real node needs are on: ServiceAccount admission (token volumes), the ``kubernetes``
+Service's endpoint, the kubelet reached at its InternalIP, and the node lifecycle controller (which lifts
+the not-ready taint)."""
 
 from __future__ import annotations
 
@@ -23,6 +28,14 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class PlaneOptions:
+    """Where the apiserver listens and whether it serves a real node (tests/support/node.py)."""
+
+    host: str = "127.0.0.1"
+    real_node: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,12 +137,19 @@ def start_etcd(procs: Processes, binary: Path, workdir: Path) -> str:
     return client
 
 
-def apiserver_args(workdir: Path, port: int, creds: certs.Credentials, etcd_url: str) -> list[str]:
+def apiserver_args(
+    workdir: Path, port: int, creds: certs.Credentials, etcd_url: str, options: PlaneOptions = PlaneOptions()
+) -> list[str]:
     """kube-apiserver flags (as controller-runtime's envtest uses them, plus token auth and quieter logs).
 
-    ServiceAccount admission stays off so Pods never race the creation of the ``default`` account."""
+    Without a real node, ServiceAccount admission stays off so Pods never race the creation of the
+    ``default`` account, and the ``kubernetes`` Service gets no endpoint."""
+    if options.real_node:
+        node = ["--endpoint-reconciler-type=lease", "--kubelet-preferred-address-types=InternalIP"]
+    else:
+        node = ["--disable-admission-plugins=ServiceAccount", "--endpoint-reconciler-type=none"]
     return [
-        f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+        f"--etcd-servers={etcd_url}", f"--bind-address={options.host}", f"--advertise-address={options.host}",
         f"--secure-port={port}", f"--cert-dir={workdir / 'apiserver-certs'}",
         f"--tls-cert-file={creds.serving_cert}", f"--tls-private-key-file={creds.serving_key}",
         f"--client-ca-file={creds.ca_cert}", f"--requestheader-client-ca-file={creds.ca_cert}",
@@ -139,19 +159,23 @@ def apiserver_args(workdir: Path, port: int, creds: certs.Credentials, etcd_url:
         f"--token-auth-file={creds.token_file}", f"--service-account-key-file={creds.service_account_key}",
         f"--service-account-signing-key-file={creds.service_account_key}",
         f"--service-account-issuer=https://127.0.0.1:{port}", "--service-cluster-ip-range=10.0.0.0/24",
-        "--allow-privileged=true", "--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount",
-        "--enable-priority-and-fairness=false", "--profiling=false", "--endpoint-reconciler-type=none",
-        "--v=1",
+        "--allow-privileged=true", "--authorization-mode=RBAC", "--enable-priority-and-fairness=false",
+        "--profiling=false", "--v=1", *node,
     ]  # fmt: skip
 
 
 def start_apiserver(
-    procs: Processes, binary: Path, workdir: Path, creds: certs.Credentials, etcd_url: str
+    procs: Processes,
+    binary: Path,
+    workdir: Path,
+    creds: certs.Credentials,
+    etcd_url: str,
+    options: PlaneOptions = PlaneOptions(),
 ) -> str:
     """Start kube-apiserver against ``etcd_url`` and wait for /readyz; return its https URL."""
     port = free_port()
-    server = f"https://127.0.0.1:{port}"
-    argv = [str(binary), *apiserver_args(workdir, port, creds, etcd_url)]
+    server = f"https://{options.host}:{port}"
+    argv = [str(binary), *apiserver_args(workdir, port, creds, etcd_url, options)]
     apiserver = procs.add(ManagedProcess("kube-apiserver", argv, workdir / "logs" / "kube-apiserver.log"))
     api = KubeHTTP(server=server, token=creds.admin_token, ca_cert=creds.ca_cert, timeout=5)
 
@@ -170,10 +194,20 @@ def start_apiserver(
 
 
 def start_controller_manager(
-    procs: Processes, binary: Path, workdir: Path, creds: certs.Credentials, kubeconfig: Path, api: KubeHTTP
+    procs: Processes,
+    binary: Path,
+    workdir: Path,
+    creds: certs.Credentials,
+    kubeconfig: Path,
+    api: KubeHTTP,
+    real_node: bool = False,
 ) -> None:
-    """Start kube-controller-manager; ready when /healthz is ok and it has created default/default SA."""
+    """Start kube-controller-manager; ready when /healthz is ok and it has created default/default SA.
+
+    Without a real node the node lifecycle and taint eviction controllers stay off (the process-kubelet
+    keeps no real heartbeat they would trust)."""
     port = free_port()
+    controllers = "*" if real_node else "*,-node-lifecycle-controller,-taint-eviction-controller"
     kcm = procs.add(
         ManagedProcess(
             "kube-controller-manager",
@@ -186,7 +220,7 @@ def start_controller_manager(
                 f"--secure-port={port}",
                 f"--cert-dir={workdir / 'kcm-certs'}",
                 "--leader-elect=false",
-                "--controllers=*,-node-lifecycle-controller,-taint-eviction-controller",
+                f"--controllers={controllers}",
                 f"--service-account-private-key-file={creds.service_account_key}",
                 f"--root-ca-file={creds.ca_cert}",
                 "--v=1",
@@ -210,15 +244,19 @@ def start_controller_manager(
     )
 
 
-def start(workdir: Path, binaries: dict[str, Path], procs: Processes) -> ControlPlane:
+def start(
+    workdir: Path, binaries: dict[str, Path], procs: Processes, options: PlaneOptions = PlaneOptions()
+) -> ControlPlane:
     """Start the whole control plane in ``workdir``; on error the caller stops ``procs``."""
     began = time.monotonic()
-    creds = certs.generate(workdir / "pki")
+    creds = certs.generate(workdir / "pki", extra_ips=(options.host,) if options.host != "127.0.0.1" else ())
     etcd_url = start_etcd(procs, binaries["etcd"], workdir)
-    server = start_apiserver(procs, binaries["kube-apiserver"], workdir, creds, etcd_url)
+    server = start_apiserver(procs, binaries["kube-apiserver"], workdir, creds, etcd_url, options)
     kubeconfig = write_kubeconfig(workdir / "admin.kubeconfig", server, creds.ca_cert, creds.admin_token)
     api = KubeHTTP(server=server, token=creds.admin_token, ca_cert=creds.ca_cert)
-    start_controller_manager(procs, binaries["kube-controller-manager"], workdir, creds, kubeconfig, api)
+    start_controller_manager(
+        procs, binaries["kube-controller-manager"], workdir, creds, kubeconfig, api, options.real_node
+    )
     return ControlPlane(
         server=server,
         kubeconfig=kubeconfig,

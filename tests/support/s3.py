@@ -62,9 +62,11 @@ class S3Server:
         }
 
 
-def start(procs: Processes, binary: Path, workdir: Path, timeout: float = 60.0) -> S3Server:
-    """Start versitygw on a free port (metadata in a sidecar dir, so no xattrs are needed), wait for its
-    health endpoint and create the test bucket."""
+def start(
+    procs: Processes, binary: Path, workdir: Path, timeout: float = 60.0, host: str = "127.0.0.1"
+) -> S3Server:
+    """Start versitygw on a free port of ``host`` (metadata in a sidecar dir, so no xattrs are needed),
+    wait for its health endpoint and create the test bucket."""
     root, sidecar = workdir / "data", workdir / "meta"
     root.mkdir(parents=True, exist_ok=True)
     sidecar.mkdir(parents=True, exist_ok=True)
@@ -78,7 +80,7 @@ def start(procs: Processes, binary: Path, workdir: Path, timeout: float = 60.0) 
                 "--region",
                 REGION,
                 "--port",
-                f"127.0.0.1:{port}",
+                f"{host}:{port}",
                 "--health",
                 "/health",
                 "--quiet",
@@ -93,7 +95,7 @@ def start(procs: Processes, binary: Path, workdir: Path, timeout: float = 60.0) 
             env={**os.environ, "ROOT_ACCESS_KEY": access, "ROOT_SECRET_KEY": secret},
         )
     )
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{host}:{port}"
 
     def healthy() -> bool:
         gw.ensure_alive()

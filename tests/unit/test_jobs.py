@@ -116,7 +116,7 @@ def test_s3_credentials_come_only_from_the_secret() -> None:
 def test_the_template_passes_through_and_user_env_wins() -> None:
     template = {
         "image": "registry/trainer:1",
-        "resources": {"limits": {"nvidia.com/gpu": 1}},
+        "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "8Gi"}, "requests": {"cpu": 0.5}},
         "nodeSelector": {"gpu": "a100"},
         "tolerations": [{"key": "gpu", "operator": "Exists"}],
         "affinity": {"nodeAffinity": {}},
@@ -128,8 +128,8 @@ def test_the_template_passes_through_and_user_env_wins() -> None:
     container = pod["containers"][0]
     assert (container["image"], container["resources"]) == (
         "registry/trainer:1",
-        {"limits": {"nvidia.com/gpu": 1}},
-    )
+        {"limits": {"nvidia.com/gpu": "1", "memory": "8Gi"}, "requests": {"cpu": "0.5"}},
+    )  # quantities as strings: the Python client refuses numbers
     assert (pod["nodeSelector"], pod["priorityClassName"], pod["serviceAccountName"]) == (
         {"gpu": "a100"},
         "batch",

@@ -31,6 +31,8 @@ staging="$(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => \./staging/src/\1$#\1#p' "$rel
   echo ")"
 } > go.mod
 rm -f go.sum
-"$GO" get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$version" "k8s.io/kubernetes/cmd/kube-controller-manager@$version"
+"$GO" get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$version" "k8s.io/kubernetes/cmd/kube-controller-manager@$version" \
+  "k8s.io/kubernetes/cmd/kubelet@$version" "k8s.io/kubernetes/cmd/kube-scheduler@$version" \
+  "k8s.io/kubernetes/cmd/kube-proxy@$version"
 "$GO" mod tidy
 echo "tools/kube/go.mod: k8s.io/kubernetes $version with $(echo "$staging" | wc -w) staging replaces -> $staging_version"

@@ -9,6 +9,8 @@ when unset).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 from typing import Annotated
 
@@ -29,6 +31,7 @@ def operator(verbose: VerboseOption = False) -> None:
         print(f"nora operator: error: {error}", file=sys.stderr)
         raise typer.Exit(2) from None
     import kopf
+    from kopf._core.engines.peering import Identity  # the type kopf.run wants; not re-exported
 
     import nora.operator.handlers  # noqa: F401  (registers the handlers)
 
@@ -36,7 +39,10 @@ def operator(verbose: VerboseOption = False) -> None:
     if not verbose:  # one line per handled event is too much at hundreds of Jobs
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     peering = settings.peering
+    # kopf's default identity asks the password database for the user name, and the image's numeric
+    # user 65532 has no entry there (KeyError at start-up); the Pod's host name is unique per replica.
     kopf.run(
+        identity=Identity(f"nora-operator@{socket.gethostname()}/{os.getpid()}"),
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
         standalone=peering is None,

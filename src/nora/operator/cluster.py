@@ -63,17 +63,28 @@ def _json(response: Any) -> JSON:
     return dict(json.loads(data)) if isinstance(data, bytes | str) else dict(data)
 
 
+def _termination_text(ended: Mapping[str, Any]) -> str:
+    """A terminated container's message, led by its reason unless that is the plain ``Error``
+    (``OOMKilled``, ``DeadlineExceeded``, ... come only from the Pod status, never from the program)."""
+    message = str(ended.get("message") or "").strip()
+    reason = str(ended.get("reason") or "")
+    if reason in ("", "Error", "Completed"):
+        return message
+    return f"{reason}: {message}" if message else reason
+
+
 def latest_termination_message(pods: list[Mapping[str, Any]]) -> str:
-    """The message of the most recently terminated non-zero container among ``pods``."""
+    """The message (with its reason, see ``_termination_text``) of the most recently terminated
+    non-zero container among ``pods``."""
     found: list[tuple[str, str]] = []
     for pod in pods:
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             for state in (status.get("state") or {}, status.get("lastState") or {}):
                 ended = state.get("terminated") or {}
                 if ended and ended.get("exitCode", 0) != 0:
-                    found.append((str(ended.get("finishedAt") or ""), str(ended.get("message") or "")))
+                    found.append((str(ended.get("finishedAt") or ""), _termination_text(ended)))
     found.sort()
-    return found[-1][1].strip() if found else ""
+    return found[-1][1] if found else ""
 
 
 class KubernetesCluster:

@@ -157,8 +157,17 @@ def _container(request: JobRequest, endpoint: str | None, region: str | None) ->
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if template.resources:
-        container["resources"] = dict(template.resources)
+        container["resources"] = _quantities_as_strings(template.resources)
     return container
+
+
+def _quantities_as_strings(resources: Mapping[str, Any]) -> JSON:
+    """``resources`` with every quantity a string: the API takes ``nvidia.com/gpu: 1``, but the Python
+    client validates quantities as strings and refuses the whole Job otherwise."""
+    return {
+        kind: {name: str(qty) for name, qty in values.items()} if isinstance(values, Mapping) else values
+        for kind, values in resources.items()
+    }
 
 
 def _pod_spec(request: JobRequest, endpoint: str | None, region: str | None) -> JSON:

@@ -1,0 +1,244 @@
+"""The README's install path on a real node: the chart's operator runs in-cluster and evolves a Population.
+
+``helm install`` of helm/nora with the locally built operator image (pull policy Never) must bring the
+operator Pod to Ready through its probes; the operator then works with nothing but its ServiceAccount.
+Two toy Populations (base model and data uploaded to the S3 server, given as ``s3://`` URIs) run in a
+namespace that enforces the ``restricted`` Pod Security Standard, their genome Jobs on the trainer image
+with a read-only root filesystem:
+
+- ``toy`` evolves to Succeeded; ``kubectl logs job/<genome>`` shows the trainer's progress and the
+  exported best adapter loads with ``PeftModel.from_pretrained``;
+- ``starved`` has a memory limit too small for the trainer: its Pods are OOMKilled, each Job is retried
+  as ``retries.backoffLimit`` allows, and the Generation reports OOMKilled.
+
+Deleting a Population removes its Jobs and Pods.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.integration.test_operator_support import (
+    get_generation,
+    get_population,
+    jobs_of,
+    population,
+    s3_objects,
+    s3_secret,
+)
+from tests.support.binaries import REPO_ROOT, require
+from tests.support.controlplane import ControlPlane
+from tests.support.fixtures import Kubectl
+from tests.support.kubeapi import JSON, KubeHTTP
+from tests.support.node import RealNode
+from tests.support.s3 import S3Server
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.node, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]
+
+RELEASE, SYSTEM = "nora", "nora-system"
+RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
+TRAINING = {
+    "method": "irpo",
+    "samplesPerPrompt": 2,
+    "pairsPerPrompt": 1,
+    "maxSteps": 2,
+    "batchSize": 2,
+    "maxPrompts": 4,
+    "evalPrompts": 8,
+    "maxNewTokens": 32,
+    "learningRate": 0.002,
+}
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The installed chart and the namespace the Populations run in."""
+
+    namespace: str
+    model: Path
+    operator_pod: JSON
+
+
+def _helm(plane: ControlPlane, *args: str) -> None:
+    argv = [str(require("helm")["helm"]), f"--kubeconfig={plane.kubeconfig}", *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, f"helm {' '.join(args)}:\n{proc.stderr}{proc.stdout}"
+
+
+def _upload_toy(s3: S3Server, folder: Path) -> tuple[Path, dict[str, str]]:
+    """Build the toy model and data (cached) and upload them; return the model folder and the URIs."""
+    from nora.toy.data import write_dataset
+    from nora.toy.model import build_toy_model
+
+    model = build_toy_model(folder / "model")
+    data = folder / "data"
+    write_dataset(data)
+    client = s3.client()
+    for path in sorted(p for p in model.rglob("*") if p.is_file()):
+        client.upload_file(str(path), s3.bucket, f"toy/model/{path.relative_to(model)}")
+    for split in ("train", "eval"):
+        client.upload_file(str(data / f"{split}.jsonl"), s3.bucket, f"toy/data/{split}.jsonl")
+    uris = {
+        "model": f"s3://{s3.bucket}/toy/model/",
+        "train": f"s3://{s3.bucket}/toy/data/train.jsonl",
+        "eval": f"s3://{s3.bucket}/toy/data/eval.jsonl",
+    }
+    return model, uris
+
+
+def _operator_pod(api: KubeHTTP) -> JSON | None:
+    pods = api.get(f"/api/v1/namespaces/{SYSTEM}/pods")["items"]
+    ready = [
+        p
+        for p in pods
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    ]
+    return ready[0] if ready else None
+
+
+def _manifest(name: str, ns: str, s3: S3Server, uris: dict[str, str], image: str, memory: str) -> str:
+    return population(
+        name,
+        ns,
+        s3,
+        populationSize=2,
+        maxGenerations=2,
+        seed=5,
+        parallelism=2,
+        retries={"backoffLimit": 1},
+        training=TRAINING,
+        baseModel={"uri": uris["model"]},
+        dataset={"train": uris["train"], "eval": uris["eval"]},
+        template={
+            "image": image,
+            "env": [{"name": "NORA_NUM_THREADS", "value": "1"}],
+            "resources": {"limits": {"memory": memory, "nvidia.com/gpu": 1}},
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    real_node: RealNode,
+    node_plane: ControlPlane,
+    node_kubectl: Kubectl,
+    node_s3: S3Server,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Cluster]:
+    operator = real_node.images["nora-operator"].reference
+    repository, tag = operator.rsplit(":", 1)
+    _helm(
+        node_plane,
+        "install", RELEASE, str(REPO_ROOT / "helm" / "nora"), "--namespace", SYSTEM, "--create-namespace",
+        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+        "--set", "image.pullPolicy=Never", "--set", "operator.jobTTLSeconds=600",
+    )  # fmt: skip
+    api = real_node.api
+    pod = wait_for(
+        lambda: _operator_pod(api),
+        timeout=300,
+        what="operator Pod Ready",
+        interval=1,
+        on_timeout=real_node.describe,
+    )
+    namespace = f"evolve-{secrets.token_hex(3)}"
+    node_kubectl("create", "namespace", namespace)
+    node_kubectl("label", "namespace", namespace, RESTRICTED)
+    s3_secret(api, namespace, node_s3)
+    model, uris = _upload_toy(node_s3, tmp_path_factory.mktemp("toy"))
+    trainer = real_node.images["nora-trainer"].reference
+    for name, memory in (("toy", "3Gi"), ("starved", "64Mi")):
+        manifest = _manifest(name, namespace, node_s3, uris, trainer, memory)
+        node_kubectl("apply", "-f", "-", stdin=manifest)
+    yield Cluster(namespace=namespace, model=model, operator_pod=pod)
+    _helm(node_plane, "uninstall", RELEASE, "--namespace", SYSTEM)
+
+
+def _phase(api: KubeHTTP, ns: str, name: str) -> str | None:
+    phase = (get_population(api, ns, name).get("status") or {}).get("phase")
+    return phase if phase in ("Succeeded", "Failed") else None
+
+
+def test_the_operator_runs_in_cluster_with_its_service_account(
+    cluster: Cluster, node_kubectl: Kubectl
+) -> None:
+    spec = cluster.operator_pod["spec"]
+    assert spec["serviceAccountName"] == RELEASE
+    container = spec["containers"][0]
+    assert container["imagePullPolicy"] == "Never"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    logs = node_kubectl("logs", "-n", SYSTEM, f"deploy/{RELEASE}").stdout
+    assert "Traceback" not in logs, logs
+
+
+def test_a_toy_population_evolves_to_succeeded_on_the_real_node(
+    cluster: Cluster, real_node: RealNode, node_kubectl: Kubectl, node_s3: S3Server, tmp_path: Path
+) -> None:
+    api, ns = real_node.api, cluster.namespace
+    phase = wait_for(lambda: _phase(api, ns, "toy"), timeout=1800, what="toy finished", interval=2)
+    status = get_population(api, ns, "toy")["status"]
+    assert phase == "Succeeded", json.dumps(status, indent=1)
+    jobs = jobs_of(api, ns, "toy")
+    assert jobs
+    pod_spec = jobs[0]["spec"]["template"]["spec"]
+    assert pod_spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    logs = node_kubectl("logs", "-n", ns, f"job/{jobs[0]['metadata']['name']}").stdout
+    assert "training" in logs, logs
+    assert '"fitness"' in logs, logs
+
+    folder = tmp_path / "best"
+    folder.mkdir()
+    for name, data in s3_objects(node_s3, "nora/toy/best/").items():
+        (folder / name).write_bytes(data)
+    assert json.loads((folder / "best.json").read_text())["fitness"] == status["best"]["fitness"]
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(cluster.model), folder)
+    logits = tuned(torch.tensor([[1, 2, 3]])).logits
+    assert torch.isfinite(logits).all()
+
+
+def _oom_reported(api: KubeHTTP, ns: str) -> list[Any] | None:
+    generation = get_generation(api, ns, "starved-g0")
+    genomes = ((generation or {}).get("status") or {}).get("genomes") or []
+    failed = [g for g in genomes if g.get("phase") == "Failed"]
+    return failed if failed and all("OOMKilled" in g.get("message", "") for g in failed) else None
+
+
+def test_a_genome_over_its_memory_limit_is_oom_killed_and_reported(
+    cluster: Cluster, real_node: RealNode
+) -> None:
+    api, ns = real_node.api, cluster.namespace
+    failed = wait_for(lambda: _oom_reported(api, ns), timeout=900, what="OOMKilled reported", interval=2)
+    assert all(g["attempts"] == 2 for g in failed), failed  # backoffLimit 1: the Job retried once
+    pods = api.get(f"/api/v1/namespaces/{ns}/pods", labelSelector="nora.dev/population=starved")["items"]
+    reasons = {
+        s["state"].get("terminated", {}).get("reason") for p in pods for s in p["status"]["containerStatuses"]
+    }
+    assert "OOMKilled" in reasons
+
+
+def test_deleting_a_population_removes_its_jobs_and_pods(cluster: Cluster, real_node: RealNode) -> None:
+    api, ns = real_node.api, cluster.namespace
+    wait_for(lambda: _oom_reported(api, ns), timeout=900, what="OOMKilled reported", interval=2)
+    assert jobs_of(api, ns, "starved")
+    api.delete(f"/apis/nora.dev/v1alpha1/namespaces/{ns}/populations/starved", propagation="Foreground")
+
+    def gone() -> bool:
+        jobs = jobs_of(api, ns, "starved")
+        pods = api.get(f"/api/v1/namespaces/{ns}/pods", labelSelector="nora.dev/population=starved")["items"]
+        return not jobs and not pods
+
+    wait_for(gone, timeout=180, what="starved's Jobs and Pods deleted", interval=1)

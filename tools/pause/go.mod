@@ -1,0 +1,3 @@
+module nora.dev/tools/pause
+
+go 1.24.0
