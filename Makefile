@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 PIP_VERSION := 25.3
 PY_SOURCES := src tests benchmarks tools
 
-.PHONY: venv tools images lint test unit demo bench lock clean
+.PHONY: venv tools images lint test test-node unit demo bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,12 @@ lint: venv
 	$(BIN)/python tools/chart_values_table.py --check
 
 ## test: everything CI runs: set-up, lint, unit + integration + e2e tests
-test: venv tools images lint
+test: venv tools lint
 	$(BIN)/python -m pytest
+
+## test-node: the real-node tier (root; containerd, kubelet, the images from `make images`)
+test-node: venv tools images
+	$(BIN)/python -m pytest -o addopts="-ra --strict-markers" tests/node
 
 ## unit: the fast tier only
 unit: venv
