@@ -66,8 +66,8 @@ def test_a_population_runs_to_the_end_and_exports_its_best(world: tuple[FakeClus
     assert failed["message"] == "BackoffLimitExceeded: nora train: error: out of memory"
     assert ("Generation", "Warning", "GenomeFailed") in {e[:3] for e in cluster.events}
     best = final["best"]
-    assert store.exists("nora/evo/best/nora_manifest.json")
-    assert json.loads(store.read_bytes("nora/evo/best/best.json"))["genome"] == best["genome"]
+    assert store.exists(f"nora/{NS}/evo/best/nora_manifest.json")
+    assert json.loads(store.read_bytes(f"nora/{NS}/evo/best/best.json"))["genome"] == best["genome"]
     phases = [e[2] for e in cluster.events if e[0] == "Population"]
     assert phases == ["Running", "Succeeded"]
 
@@ -91,7 +91,7 @@ def test_a_new_operator_mid_generation_creates_nothing_twice_and_ends_the_same(
     run(other, other_store)
     assert status(cluster)["history"] == status(other)["history"]
     keys = [
-        k for k in other_store.list("nora/evo") if not k.endswith(("genome.json", "best.json"))
+        k for k in other_store.list(f"nora/{NS}/evo") if not k.endswith(("genome.json", "best.json"))
     ]  # hold paths
     assert len(keys) > 40
     for key in keys:

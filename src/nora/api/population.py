@@ -178,10 +178,10 @@ class SecretRef(ApiModel):
 
 
 class StorageSpec(ApiModel):
-    """Where adapters live on a cluster: ``s3://<bucket>/<prefix>/<population>/...``.
+    """Where adapters live on a cluster: ``s3://<bucket>/<prefix>/<namespace>/<population>/...``.
 
-    ``cleanup: true`` deletes everything under ``<prefix>/<population>/`` (the best adapter included) when
-    the Population is deleted; by default the data is kept.
+    ``cleanup: true`` deletes the objects the Population wrote there (listed from its own records, the best
+    adapter included) when the Population is deleted; by default the data is kept.
     """
 
     bucket: str | None = None

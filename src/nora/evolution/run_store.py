@@ -31,6 +31,8 @@ BEST_RECORD = "best.json"
 MANIFEST_FILE = "nora_manifest.json"
 """An adapter's manifest (``nora.genetics.io`` writes it; read here without importing torch)."""
 _GENERATION_FOLDER = re.compile(r"/g(\d+)/generation\.json$")
+_GENOME_FILE = re.compile(r"genome\.json|(start|output|output/adapter)/[^/]+")
+"""What a run writes in a genome's folder (the task, the bred start, the trainer's outputs), no deeper."""
 
 
 def read_json(store: Store, key: str) -> dict[str, Any] | None:
@@ -78,6 +80,25 @@ def read_population(store: Store, base: str) -> tuple[PopulationRecord, list[Gen
             generations.append(GenerationRecord.model_validate(read_json(store, key) or {}))
     generations.sort(key=lambda g: g.number)
     return PopulationRecord.model_validate(data), generations
+
+
+def owned_keys(store: Store, base: str) -> list[str]:
+    """The objects the run at ``base`` wrote, listed from its own records, never a whole shared prefix.
+
+    That is the ledger files, and in each recorded genome's folder and in ``best/`` only the files a run
+    writes there (one level deep), so another run whose prefix happens to lie inside this one's folder
+    keeps its objects.
+    """
+    keys = [key for key in (f"{base}/population.json",) if store.exists(key)]
+    keys += [key for key in store.list(f"{base}/best") if "/" not in key.removeprefix(f"{base}/best/")]
+    number = 0
+    while (record := read_json(store, f"{base}/g{number}/generation.json")) is not None:
+        keys.append(f"{base}/g{number}/generation.json")
+        for plan in GenerationRecord.model_validate(record).plans:
+            folder = f"{base}/g{number}/{plan.id}"
+            keys += [k for k in store.list(folder) if _GENOME_FILE.fullmatch(k.removeprefix(folder + "/"))]
+        number += 1
+    return keys
 
 
 def copy_prefix(store: Store, source: str, target: str) -> list[str]:

@@ -40,7 +40,7 @@ from nora.operator.metrics import Metrics
 from nora.operator.objects import ObjectRef, generation_name
 from nora.operator.population_status import set_condition, status_patch
 from nora.operator.settings import OperatorSettings
-from nora.operator.storage import Stores
+from nora.operator.storage import Stores, namespaced
 from nora.storage import StoreError
 
 log = logging.getLogger("nora.operator")
@@ -196,7 +196,7 @@ class Reconciler:
         status = PopulationStatus.model_validate(body.get("status") or {})
         observed = body["metadata"].get("generation")
         try:
-            spec = parse_population(body).spec
+            spec = namespaced(parse_population(body).spec, ref.namespace)
             problems = cluster_problems(spec)
         except ApiValidationError as error:
             spec, problems = None, error.problems
