@@ -150,11 +150,14 @@ class GenerationDriver:
         offspring = [p.id for p in generation.plans if p.bred]
         size = max(BREEDING_CHUNK, -(-len(offspring) // 8))
         chunks = [tuple(offspring[i : i + size]) for i in range(0, len(offspring), size)] or [()]
+        previous = self.previous(pop, generation.number)
+        if previous is not None:  # never breed from an adapter that was overwritten or corrupted
+            run_store.verify_parents(pop.store, generation.plans, previous.results)
         request = PlanRequest(
             spec=generation.planned_with,
             population=pop.ref.name,
             generation=generation.number,
-            previous=self._pairs(self.previous(pop, generation.number)),
+            previous=self._pairs(previous),
             access=pop.access,
             workers=self.settings.breeding_workers,
             tasks=True,

@@ -155,7 +155,11 @@ class Reconciler:
             if pop.spec.suspend:
                 self.generations.advance(pop, generation, jobs, parallelism=0)
                 return PassResult()
-            generation = self.generations.breed(pop, generation, jobs)
+            try:
+                generation = self.generations.breed(pop, generation, jobs)
+            except run_store.CorruptAdapterError as error:
+                self._fail(pop, "CorruptAdapter", f"{error}; not bred from it")
+                return PassResult()
             generation = self.generations.advance(pop, generation, jobs, pop.spec.parallelism)
             if not generation.finished:
                 return PassResult()
@@ -252,6 +256,14 @@ class Reconciler:
             self.cluster.post_event(pop.ref, kind, status.phase, status.message or status.phase)
         return replace(pop, status=status)
 
+    def _fail(self, pop: PopulationContext, reason: str, message: str) -> PopulationContext:
+        """End the run as Failed for ``reason`` (a condition, and an Event by :meth:`_save`)."""
+        now, message = iso(), ledger.clip(message, 4096)
+        status = pop.status.model_copy(
+            update={"phase": "Failed", "reason": reason, "message": message, "completion_time": now}
+        )
+        return self._save(pop, set_condition(status, "Completed", True, reason, message, now, pop.observed))
+
     def _observe(self, ref: ObjectRef, status: PopulationStatus) -> None:
         self.metrics.set_population(ref.namespace, ref.name, status.phase, status.generation)
 
@@ -295,12 +307,10 @@ class Reconciler:
         decided = ledger.decision(pop.spec, record, self._older(pop))
         record = ledger.conclude(record, decided, generation.number)
         if record.phase in FINAL:
-            if record.best is not None:
-                run_store.export_best(pop.store, pop.spec.storage.prefix, pop.ref.name, record.best)
+            record = run_store.export_or_fail(pop.store, pop.spec.storage.prefix, pop.ref.name, record)
             now = iso()
-            record = set_condition(
-                record, "Completed", True, decided.reason, decided.message, now, pop.observed
-            )
+            reason, message = record.reason, record.message
+            record = set_condition(record, "Completed", True, reason, message, now, pop.observed)
             record = record.model_copy(update={"completion_time": now})
         run_store.write_population(pop.store, pop.spec.storage.prefix, pop.ref.name, record)
         status = _best_adapter(record, pop.location.uri)
