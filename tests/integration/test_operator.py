@@ -35,6 +35,7 @@ from tests.support.crds import install_crds
 from tests.support.fixtures import Kubectl
 from tests.support.kubeapi import JSON, KubeHTTP
 from tests.support.kubelet import ProcessKubelet
+from tests.support.manifests import BASE_SPEC
 from tests.support.operator import OperatorProcess, Operators, alive
 from tests.support.s3 import S3Server
 from tests.support.waiting import wait_for
@@ -77,6 +78,28 @@ def _spec(name: str, namespace: str, s3: S3Server, **spec: object) -> JSON:
         ({"selection": {"method": "best"}}, "spec.selection.method", 'Unsupported value: "best"'),
         ({"populationSize": 1}, "spec.populationSize", "should be greater than or equal to 2"),
         ({"trainig": {}}, "spec.trainig", "unknown field"),
+        (
+            {"mutation": {"hyperparameters": {"learningRate": [2, 3]}}},
+            "spec.mutation.hyperparameters",  # the apiserver writes ...hyperparameters[learningRate]
+            "learningRate: outside spec.training.learningRate's range",
+        ),
+        (
+            {"mutation": {"hyperparameters": {"lerningRate": [0.1, 0.2]}}},
+            "spec.mutation.hyperparameters",
+            "not a gene the trainer knows",
+        ),
+        ({"storage": {"bucket": "Bad_Bucket"}}, "spec.storage.bucket", "should match"),
+        ({"storage": {"bucket": "b-1", "prefix": "../../etc"}}, "spec.storage.prefix", "should match"),
+        (
+            {"storage": {"bucket": "b-1", "endpoint": "file:///etc/passwd"}},
+            "spec.storage.endpoint",
+            "should match",
+        ),
+        (
+            {"dataset": {**BASE_SPEC["dataset"], "promptTemplate": "{question}" + "x" * 2**20}},
+            "spec.dataset.promptTemplate",
+            "16384",
+        ),
     ],
 )
 def test_the_apiserver_refuses_a_broken_manifest_naming_the_field(

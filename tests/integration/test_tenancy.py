@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.integration.test_operator_support import (
@@ -108,3 +110,33 @@ def test_without_a_secret_the_operator_lends_no_identity_unless_the_admin_allows
         timeout=60,
         what="the allowed namespace's objects",
     )
+
+
+def test_the_operator_reaches_only_allowed_endpoints_and_reports_s3_errors_by_code(
+    kube_api: KubeHTTP,
+    kubectl: Kubectl,
+    namespace: str,
+    s3_server: S3Server,
+    operators: Operators,
+) -> None:
+    allowed = s3_server.endpoint.removeprefix("http://")
+    operator = operators.start(namespace, env={"NORA_S3_ENDPOINT_ALLOWLIST": f"s3.example.com,{allowed}"})
+    s3_secret(kube_api, namespace, s3_server)
+    elsewhere = {"bucket": s3_server.bucket, "endpoint": "http://127.0.0.1:9", "secretRef": {"name": "s3"}}
+    kubectl("apply", "-f", "-", stdin=population("away", namespace, s3_server, storage=elsewhere))
+    keys = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
+    body = {"metadata": {"name": "wrong"}, "stringData": keys}
+    kube_api.post(f"/api/v1/namespaces/{namespace}/secrets", body)
+    wrong = {"bucket": s3_server.bucket, "endpoint": s3_server.endpoint, "secretRef": {"name": "wrong"}}
+    kubectl("apply", "-f", "-", stdin=population("denied", namespace, s3_server, storage=wrong))
+
+    def failing(name: str) -> JSON | None:
+        ready = _ready(kube_api, namespace, name)
+        return ready if ready is not None and ready["status"] == "False" else None
+
+    away = wait_for(lambda: failing("away"), timeout=60, what="away refused", on_timeout=operator.describe)
+    assert away["reason"] == "StorageUnavailable"
+    assert away["message"].startswith("spec.storage.endpoint: 127.0.0.1:9 is not among the S3 endpoints")
+    denied = wait_for(lambda: failing("denied"), timeout=60, what="denied", on_timeout=operator.describe)
+    assert denied["reason"] == "ReconcileError"
+    assert re.fullmatch(r"S3 PutObject: [A-Za-z]+", denied["message"]), denied  # a code, no server text

@@ -65,6 +65,9 @@ class FakeCluster:
         self.add("Job", body)
         return True
 
+    def dry_run_job(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        return []
+
     def job_failure_message(self, namespace: str, job: str) -> str:
         return self.failure_messages.get(job, "")
 

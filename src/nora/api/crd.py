@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
 from pydantic.json_schema import GenerateJsonSchema, NoDefault
 from pydantic_core import core_schema
 
@@ -31,8 +32,10 @@ from nora.api.manifest import MAX_NAME_LENGTH
 from nora.api.population import (
     DATA_URI_SCHEMES,
     EQUAL_RANK_CROSSOVERS,
+    GENE_NAMES,
     MODEL_URI_SCHEMES,
     PopulationSpec,
+    TrainingSpec,
 )
 from nora.api.status import PopulationStatus
 
@@ -108,6 +111,35 @@ HYPERPARAMETER_RULE = _rule(
     ".hyperparameters",
 )
 
+
+def _gene_bound_rules(name: str) -> list[Schema]:
+    """CEL rules keeping gene ``name``'s [low, high] inside its training field's own range."""
+    field = TrainingSpec.model_fields[GENE_NAMES[name]]
+    tests = []
+    for bound in field.metadata:
+        for attribute, index, operator in (("gt", 0, ">"), ("ge", 0, ">="), ("lt", 1, "<"), ("le", 1, "<=")):
+            if getattr(bound, attribute, None) is not None:
+                limit = float(getattr(bound, attribute))
+                tests.append(f"self.hyperparameters['{name}'][{index}] {operator} {limit}")
+    if not tests:
+        return []
+    rule = f"!has(self.hyperparameters) || !('{name}' in self.hyperparameters) || ({' && '.join(tests)})"
+    training = to_camel(GENE_NAMES[name])
+    return [_rule(rule, f"{name}: outside spec.training.{training}'s range", f".hyperparameters.{name}")]
+
+
+def gene_rules() -> list[Schema]:
+    """CEL rules on ``spec.mutation`` mirroring the gene checks of :func:`semantic_problems`."""
+    names = "[" + ", ".join(f"'{name}'" for name in GENE_NAMES) + "]"
+    known = _rule(
+        f"!has(self.hyperparameters) || self.hyperparameters.all(k, k in {names})",
+        "not a gene the trainer knows; use learningRate, beta, nllWeight or temperature",
+        ".hyperparameters",
+    )
+    bounds = [rule for name in GENE_NAMES for rule in _gene_bound_rules(name)]
+    return [known, *bounds]
+
+
 POPULATION_EXTRAS: Mapping[str, Schema] = {
     "spec": {"x-kubernetes-validations": population_spec_rules()},
     "spec.baseModel.uri": {"pattern": _scheme_pattern(MODEL_URI_SCHEMES)},
@@ -120,8 +152,8 @@ POPULATION_EXTRAS: Mapping[str, Schema] = {
     },
     "spec.seedAdapters[]": {"required": ["uri"]},
     "spec.seedAdapters[].uri": {"pattern": _scheme_pattern(DATA_URI_SCHEMES)},
-    "spec.mutation": {"x-kubernetes-validations": [HYPERPARAMETER_RULE]},
-    "spec.mutation.hyperparameters": {"maxProperties": 32},
+    "spec.mutation": {"x-kubernetes-validations": [HYPERPARAMETER_RULE, *gene_rules()]},
+    "spec.mutation.hyperparameters": {"maxProperties": len(GENE_NAMES)},
     "spec.adapter.targetModules": {"maxItems": 256},
     "spec.adapter.targetModules[]": {"maxLength": 253},
     "spec.seedAdapters": {"maxItems": 10000},

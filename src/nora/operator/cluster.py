@@ -39,6 +39,10 @@ class Cluster(Protocol):
         """Create a Job; ``False`` if one of that name exists already."""
         ...
 
+    def dry_run_job(self, body: JSON) -> list[tuple[str, str]]:
+        """Validate a Job server-side without creating it: the refused ``(field, reason)`` pairs."""
+        ...
+
     def job_failure_message(self, namespace: str, job: str) -> str:
         """The termination message of the Job's most recently failed Pod ("" if none)."""
         ...
@@ -57,6 +61,14 @@ def _status_code(error: Exception) -> int | None:
 def _json(response: Any) -> JSON:
     data = response.data if hasattr(response, "data") else response
     return dict(json.loads(data)) if isinstance(data, bytes | str) else dict(data)
+
+
+def _dotted(location: tuple[int | str, ...]) -> str:
+    """A pydantic error location in the body as a Kubernetes field path (``spec.containers[0].env``)."""
+    parts = list(location)
+    while parts and parts[0] not in ("spec", "metadata"):
+        parts.pop(0)
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
 
 
 def latest_termination_message(pods: list[Mapping[str, Any]]) -> str:
@@ -157,6 +169,26 @@ class KubernetesCluster:
                 return False
             raise
         return True
+
+    def dry_run_job(self, body: JSON) -> list[tuple[str, str]]:
+        from kubernetes.client.exceptions import ApiException
+        from pydantic import ValidationError
+
+        try:
+            batch: Any = self.batch
+            batch.create_namespaced_job(
+                body["metadata"]["namespace"], body, dry_run="All", _preload_content=False
+            )
+        except ValidationError as error:  # the client checks the body against its models first
+            return [(_dotted(e["loc"]), str(e["msg"])) for e in error.errors()]
+        except ApiException as error:
+            if _status_code(error) not in (400, 422):
+                return []  # e.g. 409: the Job exists, so its spec was accepted before
+            reply = json.loads(error.body or "{}")
+            causes = (reply.get("details") or {}).get("causes") or []
+            found = [(str(c.get("field", "")), str(c.get("message", ""))) for c in causes]
+            return found or [("", str(reply.get("message", "refused")))]
+        return []
 
     def job_failure_message(self, namespace: str, job: str) -> str:
         response = self.core.list_namespaced_pod(

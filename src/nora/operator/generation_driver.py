@@ -20,6 +20,7 @@ from typing import Any
 from nora.api.population import PopulationSpec
 from nora.api.status import PopulationStatus
 from nora.evolution import ledger, run_store
+from nora.evolution.layout import genome_id
 from nora.evolution.records import GenomePlan, GenomeResult
 from nora.operator.breeder import Breeder, PlanRequest
 from nora.operator.cluster import Cluster
@@ -30,6 +31,7 @@ from nora.operator.metrics import Metrics
 from nora.operator.objects import ObjectRef, build_generation, generation_name, owner_uid
 from nora.operator.settings import OperatorSettings
 from nora.operator.storage import StorageAccess, task_uri, write_task
+from nora.operator.template_check import template_problems
 from nora.storage import Store
 
 log = logging.getLogger("nora.operator")
@@ -67,6 +69,7 @@ class GenerationDriver:
         self.settings = settings
         self.metrics = metrics
         self._created: dict[tuple[str, str], set[str]] = {}
+        self._checked: dict[tuple[str, int | None], list[str]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max(1, settings.api_workers), thread_name_prefix="nora-api")
 
@@ -139,6 +142,25 @@ class GenerationDriver:
             kind = "Warning" if generation.phase == "Failed" else "Normal"
             message = f"generation {generation.number}: {generation.phase}"
             self.cluster.post_event(generation.ref, kind, str(generation.phase), message)
+
+    def template_problems(self, pop: PopulationContext) -> list[str]:
+        """What the apiserver refuses in this spec's genome Jobs (one dry-run per spec change)."""
+        key = (pop.ref.uid, pop.observed)
+        if key not in self._checked:
+            number = pop.status.generation
+            request = JobRequest(
+                owner=pop.ref,
+                population=pop.ref.name,
+                generation=number,
+                genome=genome_id(pop.ref.name, number, 0),
+                task_uri=pop.location.uri("dry-run/genome.json") or "",
+                spec=pop.spec,
+                command=self.settings.train_command,
+                ttl_seconds=self.settings.job_ttl_seconds,
+            )
+            access = pop.access
+            self._checked[key] = template_problems(self.cluster, request, access.endpoint, access.region)
+        return self._checked[key]
 
     # ----- breeding ------------------------------------------------------------------------------
     def breed(

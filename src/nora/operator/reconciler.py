@@ -33,6 +33,7 @@ from nora.api.status import HistoryRow, PopulationStatus
 from nora.evolution import ledger, run_store
 from nora.operator.breeder import Breeder
 from nora.operator.cluster import Cluster
+from nora.operator.errors import backoff_seconds, error_kind, error_message, transient
 from nora.operator.generation_driver import GenerationDriver, PopulationContext, iso
 from nora.operator.generations import GenerationObject, Location
 from nora.operator.jobs import JobView
@@ -46,7 +47,6 @@ from nora.storage import StoreError
 log = logging.getLogger("nora.operator")
 FINAL = ("Succeeded", "Failed")
 MAX_GENERATIONS_PER_PASS = 3
-ERROR_BACKOFF_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,9 @@ class Reconciler:
         self.metrics = metrics
         self.generations = GenerationDriver(cluster, breeder, settings, metrics)
         self._erroring: set[PopulationRef] = set()  # Populations whose Ready condition says ReconcileError
+        self._failures: dict[PopulationRef, int] = {}  # failed passes in a row (the back-off)
+        self._reported: dict[PopulationRef, str] = {}  # the kind of error last reported on each
+        self._logged: set[str] = set()  # error kinds whose traceback was logged once
 
     def close(self) -> None:
         self.generations.close()
@@ -121,14 +124,17 @@ class Reconciler:
         began = time.monotonic()
         try:
             result = self._pass(ref, jobs)
+            self._failures.pop(ref, None)
             if ref in self._erroring:
                 self._clear_error(ref)
             return result
         except Exception as error:
             self.metrics.reconcile_errors.labels(ref.namespace, ref.name, type(error).__name__).inc()
-            log.exception("reconciling %s/%s failed", ref.namespace, ref.name)
+            failures = self._failures.get(ref, 0) + 1
+            self._failures[ref] = failures
+            self._log_error(ref, error)
             self._report_error(ref, error)
-            return PassResult(delay=ERROR_BACKOFF_SECONDS, backoff=True)
+            return PassResult(delay=backoff_seconds(failures), backoff=True)
         finally:
             self.metrics.reconcile_duration.observe(time.monotonic() - began)
 
@@ -138,6 +144,10 @@ class Reconciler:
             return PassResult()
         pop = self._accept(body)
         if pop is None:
+            return PassResult()
+        problems = [] if pop.status.phase in FINAL else self.generations.template_problems(pop)
+        if problems:
+            self._reject(pop.ref, pop.status, problems, pop.observed)
             return PassResult()
         self._observe(pop.ref, pop.status)
         if _reconcile_error(pop.status):
@@ -171,6 +181,7 @@ class Reconciler:
     def _clear_error(self, ref: PopulationRef) -> None:
         """After a good pass, turn a ``Ready=False/ReconcileError`` condition back to ``Ready=True``."""
         self._erroring.discard(ref)
+        self._reported.pop(ref, None)
         body = self.cluster.get_population(ref.namespace, ref.name)
         status = PopulationStatus.model_validate((body or {}).get("status") or {})
         if body is None or body["metadata"].get("deletionTimestamp") or not _reconcile_error(status):
@@ -178,21 +189,33 @@ class Reconciler:
         ready = set_condition(status, "Ready", True, "Accepted", "the spec is valid", iso())
         self.cluster.patch_population_status(ref.namespace, ref.name, status_patch(ready))
 
+    def _log_error(self, ref: PopulationRef, error: Exception) -> None:
+        """One line per failed pass; a traceback only for an unexpected error, once per kind."""
+        kind = error_kind(error)
+        if transient(error) or kind in self._logged:
+            message = ledger.clip(error_message(error))
+            log.warning("reconciling %s/%s failed: %s", ref.namespace, ref.name, message)
+            return
+        self._logged.add(kind)
+        log.exception("reconciling %s/%s failed", ref.namespace, ref.name)
+
     def _report_error(self, ref: PopulationRef, error: Exception) -> None:
+        """``Ready=False/ReconcileError`` and an Event, once per kind of error (not per wording)."""
+        kind = error_kind(error)
         try:
             body = self.cluster.get_population(ref.namespace, ref.name)
             if body is None:
                 return
             status = PopulationStatus.model_validate(body.get("status") or {})
-            message = ledger.clip(f"{type(error).__name__}: {error}")
-            ready = next((c for c in status.conditions if c.type == "Ready"), None)
-            if ready is not None and ready.message == message:
+            if self._reported.get(ref) == kind and _reconcile_error(status):
                 return
+            message = ledger.clip(error_message(error))
             status = set_condition(status, "Ready", False, "ReconcileError", message, iso())
             self.cluster.patch_population_status(ref.namespace, ref.name, status_patch(status))
             self.cluster.post_event(ObjectRef.of(body), "Warning", "ReconcileError", message)
+            self._reported[ref] = kind
         except Exception:
-            log.exception("could not report the error on %s/%s", ref.namespace, ref.name)
+            log.warning("could not report the error on %s/%s", ref.namespace, ref.name)
 
     # ----- acceptance and phases -----------------------------------------------------------------
     def _accept(self, body: dict[str, Any]) -> PopulationContext | None:

@@ -53,7 +53,8 @@ class Runtime:
         """The production runtime: Kubernetes from the environment, S3, a breeding process, /metrics."""
         cluster = KubernetesCluster.from_environment(pool_size=settings.api_workers + 8)
         ambient = frozenset(settings.ambient_credentials_namespaces)
-        stores = S3Stores(cluster.read_secret, settings.s3_endpoint, settings.s3_region, ambient)
+        hosts = frozenset(settings.s3_endpoint_allowlist)
+        stores = S3Stores(cluster.read_secret, settings.s3_endpoint, settings.s3_region, ambient, hosts)
         runtime = cls(settings, cluster, stores, ProcessBreeder())
         if settings.metrics_port:
             runtime.metrics.serve(settings.metrics_address, settings.metrics_port)

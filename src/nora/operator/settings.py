@@ -25,6 +25,8 @@ NORA_AMBIENT_CREDENTIALS_      comma-separated namespaces whose Populations may 
 NAMESPACES                     ``spec.storage.secretRef`` and use the operator's own AWS
                                identity (IRSA, workload identity); elsewhere a Secret is
                                required
+NORA_S3_ENDPOINT_ALLOWLIST     comma-separated ``host[:port]`` a ``spec.storage.endpoint``   (any)
+                               may name (the operator signs requests to it)
 =============================  ===========================================================  ==========
 """
 
@@ -89,6 +91,7 @@ class OperatorSettings:
     s3_endpoint: str | None = None
     s3_region: str | None = None
     ambient_credentials_namespaces: tuple[str, ...] = ()
+    s3_endpoint_allowlist: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -112,6 +115,7 @@ class OperatorSettings:
             "s3_endpoint": str,
             "s3_region": str,
             "ambient_credentials_namespaces": _namespaces,
+            "s3_endpoint_allowlist": _namespaces,
         }
         values: dict[str, Any] = {}
         for field, parse in parsers.items():

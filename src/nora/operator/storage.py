@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from nora.api.population import PopulationSpec, StorageSpec
 from nora.evolution.layout import namespaced_prefix, task_key
@@ -73,18 +74,27 @@ class S3Stores:
         endpoint: str | None = None,
         region: str | None = None,
         ambient: frozenset[str] = frozenset(),
+        endpoint_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.read_secret = read_secret
         self.endpoint = endpoint
         self.region = region
         self.ambient = ambient
         """Namespaces allowed to use the operator's own identity (no ``secretRef``)."""
+        self.endpoint_hosts = endpoint_hosts
+        """``host[:port]`` a ``spec.storage.endpoint`` may name; empty: any."""
         self._stores: dict[StorageAccess, S3Store] = {}
         self._lock = threading.Lock()
 
     def access(self, namespace: str, storage: StorageSpec) -> StorageAccess:
         if not storage.bucket:
             raise StoreError("spec.storage.bucket is not set")
+        host = urlsplit(storage.endpoint).netloc if storage.endpoint else None
+        if host is not None and self.endpoint_hosts and host not in self.endpoint_hosts:
+            raise StoreError(
+                f"spec.storage.endpoint: {host} is not among the S3 endpoints this operator may reach "
+                "(ask the cluster admin to add it to operator.s3EndpointAllowlist)"
+            )
         keys: dict[str, str] = {}
         if storage.secret_ref is None and namespace not in self.ambient:
             raise StoreError(
