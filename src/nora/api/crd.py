@@ -140,23 +140,27 @@ def gene_rules() -> list[Schema]:
     return [known, *bounds]
 
 
+URI_LIMIT = 2048
+"""Characters allowed in a URI of the spec (each is copied into Generations; see ``MAX_GENOMES``)."""
+
 POPULATION_EXTRAS: Mapping[str, Schema] = {
     "spec": {"x-kubernetes-validations": population_spec_rules()},
-    "spec.baseModel.uri": {"pattern": _scheme_pattern(MODEL_URI_SCHEMES)},
-    "spec.dataset.train": {"pattern": _scheme_pattern(DATA_URI_SCHEMES)},
-    "spec.dataset.eval": {"pattern": _scheme_pattern(DATA_URI_SCHEMES)},
+    "spec.baseModel.uri": {"pattern": _scheme_pattern(MODEL_URI_SCHEMES), "maxLength": URI_LIMIT},
+    "spec.dataset.train": {"pattern": _scheme_pattern(DATA_URI_SCHEMES), "maxLength": URI_LIMIT},
+    "spec.dataset.eval": {"pattern": _scheme_pattern(DATA_URI_SCHEMES), "maxLength": URI_LIMIT},
+    "spec.dataset.answerPattern": {"maxLength": 1024},
     "spec.dataset.promptTemplate": {
         "x-kubernetes-validations": [
             _rule("self.contains('{question}')", "must contain the placeholder {question}")
         ]
     },
     "spec.seedAdapters[]": {"required": ["uri"]},
-    "spec.seedAdapters[].uri": {"pattern": _scheme_pattern(DATA_URI_SCHEMES)},
+    "spec.seedAdapters[].uri": {"pattern": _scheme_pattern(DATA_URI_SCHEMES), "maxLength": URI_LIMIT},
     "spec.mutation": {"x-kubernetes-validations": [HYPERPARAMETER_RULE, *gene_rules()]},
     "spec.mutation.hyperparameters": {"maxProperties": len(GENE_NAMES)},
     "spec.adapter.targetModules": {"maxItems": 256},
     "spec.adapter.targetModules[]": {"maxLength": 253},
-    "spec.seedAdapters": {"maxItems": 10000},
+    "spec.seedAdapters": {"maxItems": 64},
     "status.conditions": {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
 }
 GENERATION_EXTRAS: Mapping[str, Schema] = {}

@@ -21,6 +21,7 @@ from nora.api.defaults import (
     DEFAULT_PROMPT_TEMPLATE,
     DEFAULT_TARGET_MODULES,
 )
+from nora.api.generation import MAX_GENOMES
 
 MODEL_URI_SCHEMES = ("hf://", "s3://", "file://", "toy://")
 DATA_URI_SCHEMES = ("s3://", "file://", "toy://")
@@ -257,7 +258,7 @@ class PopulationSpec(ApiModel):
 
     base_model: BaseModelSpec
     dataset: DatasetSpec
-    population_size: Annotated[int, Field(ge=2, le=10000)] = 8
+    population_size: Annotated[int, Field(ge=2, le=MAX_GENOMES)] = 8
     max_generations: Annotated[int, Field(ge=1, le=10000)] = 10
     seed: Annotated[int, Field(ge=0)] = 0
     stopping: StoppingSpec = Field(default_factory=StoppingSpec)
