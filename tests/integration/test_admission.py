@@ -7,10 +7,13 @@ or status write per pass.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from tests.integration.test_operator_support import (
     events_of,
+    get_generation,
     get_population,
     jobs_of,
     population,
@@ -52,7 +55,7 @@ def test_a_template_the_apiserver_refuses_is_one_invalid_spec_naming_the_field(
     versions = {}
     for name, (_, expected) in BROKEN_TEMPLATES.items():
         ready = wait_for(
-            lambda name=name: _ready(kube_api, namespace, name),
+            functools.partial(_ready, kube_api, namespace, name),
             timeout=60,
             what=f"{name}: Ready=False",
             on_timeout=operator.describe,
@@ -103,3 +106,36 @@ def test_a_population_whose_jobs_are_refused_writes_its_error_once_and_backs_off
     warnings = [(e["reason"], e.get("count", 1)) for e in events if e["type"] == "Warning"]
     assert warnings == [("ReconcileError", 1)]
     assert operator.tracebacks() <= 1, operator.describe()
+
+
+def test_a_genome_whose_pods_cannot_be_created_is_reported_within_a_minute(
+    kube_api: KubeHTTP,
+    kubectl: Kubectl,
+    namespace: str,
+    s3_server: S3Server,
+    operators: Operators,
+) -> None:
+    """A PriorityClass that does not exist: the Jobs are created, their Pods never are (FailedCreate)."""
+    operator = operators.start(namespace)
+    s3_secret(kube_api, namespace, s3_server)
+    template = {"priorityClassName": "no-such-priority"}
+    kubectl("apply", "-f", "-", stdin=population("noprio", namespace, s3_server, template=template))
+
+    def reported() -> list[JSON] | None:
+        events = events_of(kube_api, namespace, "Population", "noprio")
+        found = [e for e in events if e["reason"] == "FailedCreate"]
+        return found or None
+
+    events = wait_for(reported, timeout=60, what="a FailedCreate Event", on_timeout=operator.describe)
+    assert events[0]["type"] == "Warning"
+    assert events[0]["message"].startswith("noprio-g0-")
+    assert "no-such-priority" in events[0]["message"]
+
+    def blocked_genomes() -> list[str] | None:
+        g0 = get_generation(kube_api, namespace, "noprio-g0") or {}
+        genomes = (g0.get("status") or {}).get("genomes", [])
+        found = [g["message"] for g in genomes if g.get("message", "").startswith("FailedCreate: ")]
+        return found or None
+
+    messages = wait_for(blocked_genomes, timeout=30, what="the cause in the Generation's genome status")
+    assert all("no-such-priority" in m for m in messages)

@@ -65,6 +65,9 @@ class FakeCluster:
         self.add("Job", body)
         return True
 
+    def blocked_jobs(self, namespace: str) -> dict[str, str]:
+        return {}
+
     def dry_run_job(self, body: dict[str, Any]) -> list[tuple[str, str]]:
         return []
 

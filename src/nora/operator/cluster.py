@@ -47,6 +47,10 @@ class Cluster(Protocol):
         """The termination message of the Job's most recently failed Pod ("" if none)."""
         ...
 
+    def blocked_jobs(self, namespace: str) -> dict[str, str]:
+        """Jobs whose Pods cannot be created (a ``FailedCreate`` Event) and the latest reason why."""
+        ...
+
     def read_secret(self, namespace: str, name: str) -> dict[str, str]: ...
 
     def post_event(self, subject: ObjectRef, kind: str, reason: str, message: str) -> None:
@@ -195,6 +199,12 @@ class KubernetesCluster:
             namespace, label_selector=f"batch.kubernetes.io/job-name={job}", _preload_content=False
         )
         return latest_termination_message(list(_json(response).get("items") or []))
+
+    def blocked_jobs(self, namespace: str) -> dict[str, str]:
+        selector = "involvedObject.kind=Job,reason=FailedCreate"
+        response = self.core.list_namespaced_event(namespace, field_selector=selector, _preload_content=False)
+        events = sorted(_json(response).get("items") or [], key=lambda e: str(e.get("lastTimestamp") or ""))
+        return {str(e["involvedObject"]["name"]): str(e.get("message") or "") for e in events}
 
     def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         import base64

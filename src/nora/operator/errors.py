@@ -75,4 +75,5 @@ def transient(error: BaseException) -> bool:
 
 def backoff_seconds(failures: int) -> float:
     """The pause after ``failures`` failed passes in a row: doubling from 5 s, at most 5 minutes."""
-    return min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, failures - 1))
+    doubling: float = 2.0 ** min(max(0, failures - 1), 32)
+    return min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * doubling)

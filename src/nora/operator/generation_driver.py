@@ -246,10 +246,30 @@ class GenerationDriver:
             log.info("%s/%s: started %d Jobs", pop.ref.namespace, generation.ref.name, len(started))
         for genome in started:
             generation = generation.with_result(generation.result(genome).update(phase="Pending"), job=genome)
+        generation = self._blocked(pop, generation, jobs)
         if generation.finished and generation.phase == "Running":
             scored = any(r.scored for r in generation.results)
             generation = replace(generation, phase="Succeeded" if scored else "Failed", completion_time=iso())
         self.save(pop, generation, before)
+        return generation
+
+    def _blocked(
+        self, pop: PopulationContext, generation: GenerationObject, jobs: Mapping[str, JobView]
+    ) -> GenerationObject:
+        """Genomes whose Pods cannot be created (missing PriorityClass, quota, admission): the reason in
+        their status and a Warning Event on the Population, not a silent Pending."""
+        waiting = [
+            r for r in generation.results if r.phase == "Pending" and r.id in jobs and not jobs[r.id].attempts
+        ]
+        if not waiting:
+            return generation
+        blocked = self.cluster.blocked_jobs(pop.ref.namespace)
+        for result in waiting:
+            cause = blocked.get(result.id)
+            message = ledger.clip(f"FailedCreate: {cause}") if cause else ""
+            if cause and result.message != message:
+                generation = generation.with_result(result.update(message=message))
+                self.cluster.post_event(pop.ref, "Warning", "FailedCreate", f"{result.id}: {message}")
         return generation
 
     def _vanished(
