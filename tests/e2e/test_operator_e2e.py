@@ -168,7 +168,7 @@ def test_a_toy_population_evolves_to_succeeded_with_the_real_trainer(
     best = status["best"]
     folder = tmp_path / "best"
     folder.mkdir()
-    for name, data in s3_objects(s3_server, f"{ns}-prefix/toy/best/").items():
+    for name, data in s3_objects(s3_server, f"{ns}-prefix/{ns}/toy/best/").items():
         (folder / name).write_bytes(data)
     assert json.loads((folder / "best.json").read_text())["fitness"] == best["fitness"]
 
@@ -206,7 +206,7 @@ def test_killing_the_operator_while_jobs_run_and_while_it_breeds_changes_nothing
     assert _comparable(kube_api, steady) == _comparable(kube_api, bumpy)
 
     def adapters(ns: str) -> dict[str, bytes]:
-        found = s3_objects(s3_server, f"{ns}-prefix/toy/")
+        found = s3_objects(s3_server, f"{ns}-prefix/{ns}/toy/")
         return {
             k: v
             for k, v in found.items()

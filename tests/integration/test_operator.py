@@ -35,6 +35,7 @@ from tests.support.crds import install_crds
 from tests.support.fixtures import Kubectl
 from tests.support.kubeapi import JSON, KubeHTTP
 from tests.support.kubelet import ProcessKubelet
+from tests.support.manifests import BASE_SPEC
 from tests.support.operator import OperatorProcess, Operators, alive
 from tests.support.s3 import S3Server
 from tests.support.waiting import wait_for
@@ -77,6 +78,28 @@ def _spec(name: str, namespace: str, s3: S3Server, **spec: object) -> JSON:
         ({"selection": {"method": "best"}}, "spec.selection.method", 'Unsupported value: "best"'),
         ({"populationSize": 1}, "spec.populationSize", "should be greater than or equal to 2"),
         ({"trainig": {}}, "spec.trainig", "unknown field"),
+        (
+            {"mutation": {"hyperparameters": {"learningRate": [2, 3]}}},
+            "spec.mutation.hyperparameters",  # the apiserver writes ...hyperparameters[learningRate]
+            "learningRate: outside spec.training.learningRate's range",
+        ),
+        (
+            {"mutation": {"hyperparameters": {"lerningRate": [0.1, 0.2]}}},
+            "spec.mutation.hyperparameters",
+            "not a gene the trainer knows",
+        ),
+        ({"storage": {"bucket": "Bad_Bucket"}}, "spec.storage.bucket", "should match"),
+        ({"storage": {"bucket": "b-1", "prefix": "../../etc"}}, "spec.storage.prefix", "should match"),
+        (
+            {"storage": {"bucket": "b-1", "endpoint": "file:///etc/passwd"}},
+            "spec.storage.endpoint",
+            "should match",
+        ),
+        (
+            {"dataset": {**BASE_SPEC["dataset"], "promptTemplate": "{question}" + "x" * 2**20}},
+            "spec.dataset.promptTemplate",
+            "16384",
+        ),
     ],
 )
 def test_the_apiserver_refuses_a_broken_manifest_naming_the_field(
@@ -212,13 +235,13 @@ def test_a_population_evolves_with_retries_lineage_and_bounded_parallelism(
         for result in later["status"]["genomes"]:
             assert result["phase"] == "Succeeded"
             assert 0.0 <= result["fitness"] <= 1.0
-            assert result["adapter"].startswith(f"s3://{s3_server.bucket}/nora/evo/")
+            assert result["adapter"].startswith(f"s3://{s3_server.bucket}/nora/{namespace}/evo/")
 
     jobs = jobs_of(kube_api, namespace, "evo")
     assert Counter(j["metadata"]["labels"]["nora.dev/generation"] for j in jobs) == {"0": 4, "1": 3, "2": 3}
     assert _max_overlap(kube_api, namespace) <= 2  # spec.parallelism
     best = status["best"]
-    exported = s3_objects(s3_server, "nora/evo/best/")
+    exported = s3_objects(s3_server, f"nora/{namespace}/evo/best/")
     assert {"adapter_config.json", "adapter_model.safetensors", "best.json"} <= set(exported)
     assert (
         json.loads(exported["best.json"])["fitness"]
@@ -236,7 +259,7 @@ def test_a_population_evolves_with_retries_lineage_and_bounded_parallelism(
     assert "nora_breeding_duration_seconds_count" in metrics
     assert "nora_job_duration_seconds_bucket" in metrics
     assert operator.tracebacks() == 0, operator.describe()
-    _report_from_the_store(s3_server, tmp_path / "report", status)
+    _report_from_the_store(s3_server, f"nora/{namespace}/evo", tmp_path / "report", status)
 
     kubectl("delete", "population", "evo", "-n", namespace, "--wait=true", "--timeout=60s")
     wait_for(lambda: not jobs_of(kube_api, namespace, "evo"), timeout=120, what="Jobs garbage-collected")
@@ -245,12 +268,13 @@ def test_a_population_evolves_with_retries_lineage_and_bounded_parallelism(
         timeout=60,
         what="Generations garbage-collected",
     )
-    assert "best.json" in s3_objects(s3_server, "nora/evo/best/")  # data kept without storage.cleanup
+    kept = s3_objects(s3_server, f"nora/{namespace}/evo/best/")
+    assert "best.json" in kept  # data kept without storage.cleanup
 
 
-def _report_from_the_store(s3: S3Server, folder: Path, status: JSON) -> None:
+def _report_from_the_store(s3: S3Server, base: str, folder: Path, status: JSON) -> None:
     """``nora report`` and ``nora status`` read the cluster run from S3 (AWS environment credentials)."""
-    uri = f"s3://{s3.bucket}/nora/evo"
+    uri = f"s3://{s3.bucket}/{base}"
     env = {**os.environ, **s3.env()}
     report = subprocess.run(
         [sys.executable, "-m", "nora", "report", uri, "--out", str(folder)],
@@ -309,7 +333,7 @@ def _generation_views(kube_api: KubeHTTP, namespace: str, name: str, count: int)
         body = get_generation(kube_api, namespace, f"{name}-g{n}")
         assert body is not None
         text = json.dumps({"spec": body["spec"]["genomes"], "status": body["status"]["genomes"]})
-        views.append(json.loads(text.replace(f"/{namespace}-prefix/", "/PREFIX/")))
+        views.append(json.loads(text.replace(f"/{namespace}-prefix/{namespace}/", "/PREFIX/")))
     return views
 
 
@@ -391,7 +415,7 @@ def test_restarts_create_nothing_twice_and_change_no_result(
 
         views = {ns: _generation_views(kube_api, ns, "twin", 3) for ns in (steady, bumpy)}
         assert views[steady] == views[bumpy]
-        adapters = {ns: _adapters(s3_server, f"{ns}-prefix/twin/") for ns in (steady, bumpy)}
+        adapters = {ns: _adapters(s3_server, f"{ns}-prefix/{ns}/twin/") for ns in (steady, bumpy)}
         assert len(adapters[steady]) > 30
         assert adapters[steady] == adapters[bumpy]
         best = {ns: get_population(kube_api, ns, "twin")["status"]["best"] for ns in (steady, bumpy)}
@@ -406,8 +430,8 @@ def test_restarts_create_nothing_twice_and_change_no_result(
         assert operator.starts == 3
 
         kubectl("delete", "population", "twin", "-n", bumpy, "--wait=true", "--timeout=60s")
-        assert s3_objects(s3_server, f"{bumpy}-prefix/twin/") == {}  # storage.cleanup: true
+        assert s3_objects(s3_server, f"{bumpy}-prefix/{bumpy}/twin/") == {}  # storage.cleanup: true
         kubectl("delete", "population", "twin", "-n", steady, "--wait=true", "--timeout=60s")
-        assert "best/best.json" in s3_objects(s3_server, f"{steady}-prefix/twin/")  # kept by default
+        assert "best/best.json" in s3_objects(s3_server, f"{steady}-prefix/{steady}/twin/")  # kept by default
     finally:
         kube_api.delete(f"/api/v1/namespaces/{bumpy}")

@@ -72,6 +72,12 @@ class FakeCluster:
         self.add("PersistentVolumeClaim", body)
         return True
 
+    def blocked_jobs(self, namespace: str) -> dict[str, str]:
+        return {}
+
+    def dry_run_job(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        return []
+
     def job_failure_message(self, namespace: str, job: str) -> str:
         return self.failure_messages.get(job, "")
 

@@ -6,6 +6,8 @@ projection of a ``cmaes`` point record, or a fresh one from the genome's seed) a
 the task's output, and prints the summary line. Its fitness is a deterministic function of the adapter's
 bytes, so bred children score differently from their parents and a re-run scores the same. Genomes
 named in ``fail`` (or ``$NORA_STANDIN_FAIL``) fail: exit 1 with a termination message.
+``$NORA_STANDIN_HOLD`` (``genome=path,...``) holds a genome until ``path`` exists, so a test can act
+while that genome's generation is unfinished.
 
 In-process drivers call :func:`train`; Pods of the process kubelet run :func:`standin_command`.
 """
@@ -16,7 +18,8 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ from nora.genetics.projection import project_genome
 from nora.storage import open_uri
 
 FAIL_ENV = "NORA_STANDIN_FAIL"
+HOLD_ENV = "NORA_STANDIN_HOLD"
+HOLD_SECONDS = 600
 WIDTH = 8
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,10 +50,22 @@ def fitness_of(genome: Genome) -> float:
     return int.from_bytes(hashlib.sha256(weights).digest()[:8], "big") / 2**64
 
 
-def train(task_uri: str, fail: Collection[str] = ()) -> dict[str, Any]:
+def _hold(path: Path) -> None:
+    deadline = time.monotonic() + HOLD_SECONDS
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise StandinError(f"standin: {path} did not appear within {HOLD_SECONDS}s")
+        time.sleep(0.2)
+
+
+def train(
+    task_uri: str, fail: Collection[str] = (), hold: Mapping[str, Path] | None = None
+) -> dict[str, Any]:
     """Do what ``nora train`` does to the store for the task at ``task_uri``; its summary."""
     store, key = open_uri(task_uri)
     task = GenomeTask.model_validate_json(store.read_bytes(key))
+    if hold and task.genome in hold:
+        _hold(hold[task.genome])
     if task.genome in fail:
         raise StandinError(f"standin: {task.genome} always fails")
     shapes = {f"model.layers.0.self_attn.{m}": (WIDTH, WIDTH) for m in task.adapter.target_modules}
@@ -73,8 +90,10 @@ def train(task_uri: str, fail: Collection[str] = ()) -> dict[str, Any]:
 def main(argv: Sequence[str]) -> int:
     """The stand-in as a process: ``standin.py --genome URI``; the exit code."""
     fail = [name for name in os.environ.get(FAIL_ENV, "").split(",") if name]
+    pairs = [item.partition("=") for item in os.environ.get(HOLD_ENV, "").split(",") if item]
+    hold = {genome: Path(path) for genome, _, path in pairs}
     try:
-        summary = train(argv[-1], fail)
+        summary = train(argv[-1], fail, hold)
     except StandinError as error:
         message = f"{contract.ERROR_PREFIX}{error}"
         print(message, file=sys.stderr)

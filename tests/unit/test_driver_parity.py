@@ -23,7 +23,7 @@ from tests.support.manifests import population_body, population_manifest
 
 NAME, NS = "twin", "team"
 SPEC: dict[str, Any] = {
-    "storage": {"bucket": "b"},
+    "storage": {"bucket": "bkt"},
     "populationSize": 5,
     "maxGenerations": 3,
     "parallelism": 2,
@@ -46,15 +46,24 @@ class StandinExecutor:
         return _Done(Outcome(exit_code=0, summary=standin.train(launch.task_uri), reason=""))
 
 
+CLUSTER_BASE, LOCAL_BASE = f"nora/{NS}/{NAME}", f"nora/{NAME}"
+"""The operator keeps a Population under its namespace (``<prefix>/<namespace>/<population>``)."""
+
+
+def _local_keys(text: str) -> Any:
+    return json.loads(text.replace(CLUSTER_BASE, LOCAL_BASE))
+
+
 def _comparable(generation: GenerationRecord) -> dict[str, Any]:
     results = [r.model_copy(update={"job": None}).to_json_dict() for r in generation.results]
-    return {"plans": [p.to_json_dict() for p in generation.plans], "results": results}
+    plans = [p.to_json_dict() for p in generation.plans]
+    return dict(_local_keys(json.dumps({"plans": plans, "results": results})))
 
 
-def _best_json(store: LocalStore) -> dict[str, Any]:
-    record = json.loads(store.read_bytes(f"nora/{NAME}/best/best.json"))
-    assert record.pop("exported") == store.uri(f"nora/{NAME}/best")
-    return dict(record)
+def _best_json(store: LocalStore, base: str) -> dict[str, Any]:
+    record = json.loads(store.read_bytes(f"{base}/best/best.json"))
+    assert record.pop("exported") == store.uri(f"{base}/best")
+    return dict(_local_keys(json.dumps(record)))
 
 
 def test_the_local_driver_and_the_reconciler_keep_the_same_books(tmp_path: Path) -> None:
@@ -70,17 +79,18 @@ def test_the_local_driver_and_the_reconciler_keep_the_same_books(tmp_path: Path)
     assert (state.phase, state.reason) == (status["phase"], status["reason"])
     assert [row.to_json_dict() for row in state.history] == status["history"]
     assert state.best is not None
-    assert {**state.best.to_json_dict(), "adapter": f"s3://b/{state.best.adapter}"} == status["best"]
+    best = {**state.best.to_json_dict(), "adapter": f"s3://bkt/{state.best.adapter}"}
+    assert best == _local_keys(json.dumps(status["best"]))
     for generation in state.generations:
         body = cluster.get_generation(NS, generation_name(NAME, generation.number))
         assert body is not None
         stored = GenerationRecord.model_validate(
-            json.loads(remote.read_bytes(f"nora/{NAME}/g{generation.number}/generation.json"))
+            json.loads(remote.read_bytes(f"{CLUSTER_BASE}/g{generation.number}/generation.json"))
         )
         assert _comparable(stored) == _comparable(generation)
         assert [g["id"] for g in body["spec"]["genomes"]] == [p.id for p in generation.plans]
-    assert local.read_bytes(f"nora/{NAME}/population.json") == remote.read_bytes(
-        f"nora/{NAME}/population.json"
+    assert json.loads(local.read_bytes(f"{LOCAL_BASE}/population.json")) == _local_keys(
+        remote.read_bytes(f"{CLUSTER_BASE}/population.json").decode()
     )
-    assert _best_json(local) == _best_json(remote)
+    assert _best_json(local, LOCAL_BASE) == _best_json(remote, CLUSTER_BASE)
     assert any(p.bred for g in state.generations for p in g.plans), "the run bred offspring"

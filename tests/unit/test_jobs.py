@@ -9,6 +9,7 @@ import pytest
 from nora.api.population import PopulationSpec
 from nora.operator.jobs import JobRequest, build_job, job_view
 from nora.operator.objects import ObjectRef
+from nora.operator.template_check import problems_of
 
 OWNER = ObjectRef("nora.dev/v1alpha1", "Generation", "team", "evo-g3", "uid-g3")
 
@@ -245,3 +246,18 @@ def test_template_volumes_and_mounts_pass_through() -> None:
     volumes, mounts, _ = _cache_mounts(pod)
     assert (volumes[-1], mounts[-1]) == (volume, mount)
     assert pod["terminationGracePeriodSeconds"] == 300
+
+
+def test_refused_job_fields_are_named_as_template_fields() -> None:
+    causes = [
+        ("spec.template.spec.containers[0].env[9].name", "Required value"),
+        ("spec.template.spec.tolerations[0].operator", "Unsupported value"),
+        ("spec.template.spec.containers[0].image", "Required value"),
+        ("metadata.labels", "Invalid value"),
+    ]
+    assert problems_of(causes, env_offset=9) == [
+        "spec.template.env[0].name: Required value",
+        "spec.template.tolerations[0].operator: Unsupported value",
+        "spec.template.image: Required value",
+        "spec.template: Invalid value",
+    ]

@@ -199,3 +199,43 @@ def test_the_export_verifies_the_adapter_and_writes_best_json_last(tmp_path: Pat
     with pytest.raises(StoreError, match="sha256 does not match"):
         run_store.export_best(store, "", "p", best.model_copy(update={"fitness": 0.6}))
     assert json.loads(store.read_bytes("p/best/best.json"))["fitness"] == 0.5
+
+
+def test_a_runs_own_keys_come_from_its_records_and_spare_a_nested_run(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    base = "nora/ns/p"
+    run_store.write_generation(store, "nora/ns", "p", _generation(0, [0.5, None]))
+    ours = [
+        f"{base}/g0/p-g0-0/genome.json",
+        f"{base}/g0/p-g0-0/output/metrics.json",
+        f"{base}/g0/p-g0-0/output/adapter/adapter_model.safetensors",
+        f"{base}/g0/p-g0-1/start/nora_manifest.json",
+        f"{base}/best/best.json",
+    ]
+    foreign = [
+        f"{base}/g0/p-g0-0/output/adapter/x/other/g0/generation.json",  # a run whose prefix lies inside
+        f"{base}/g1/p-g1-0/genome.json",  # no record of generation 1
+        f"{base}/unrelated.txt",
+    ]
+    for key in ours + foreign:
+        store.write_bytes(key, b"x")
+    owned = run_store.owned_keys(store, base)
+    assert sorted(owned) == sorted([*ours, f"{base}/g0/generation.json"])
+    assert run_store.owned_keys(store, "nora/ns/absent") == []
+
+
+def test_an_export_that_fails_verification_fails_the_run_naming_the_genome(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    genome = init_genome({"m.q_proj": (4, 4)}, 2, 4.0, make_generator(1), b_std=0.1)
+    upload_genome(store, "p/g0/a/output/adapter", genome)
+    store.write_bytes("p/g0/a/output/adapter/adapter_model.safetensors", b"rewritten")
+    best = BestGenome(genome="a", generation=0, fitness=0.5, adapter="p/g0/a/output/adapter")
+    record = PopulationRecord(phase="Succeeded", reason="MaxGenerations", best=best)
+    failed = run_store.export_or_fail(store, "", "p", record)
+    assert (failed.phase, failed.reason) == ("Failed", "ExportFailed")
+    assert failed.message.startswith("the best genome a was not exported: ")
+    assert "adapter_model.safetensors: sha256 does not match" in failed.message
+    assert not store.exists("p/best/best.json")
+    plans = [GenomePlan(id="c", index=0, generation=1, origin="mutation", parents=["a"])]
+    with pytest.raises(run_store.CorruptAdapterError, match=r"^genome a: .*sha256 does not match"):
+        run_store.verify_parents(store, plans, [GenomeResult(id="a", adapter="p/g0/a/output/adapter")])

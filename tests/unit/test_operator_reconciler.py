@@ -24,7 +24,7 @@ REF = PopulationRef(NS, NAME)
 
 
 def population(**spec: Any) -> JSON:
-    return population_body(NAME, NS, **{"storage": {"bucket": "b"}, **spec})
+    return population_body(NAME, NS, **{"storage": {"bucket": "bkt"}, **spec})
 
 
 @pytest.fixture
@@ -66,8 +66,8 @@ def test_a_population_runs_to_the_end_and_exports_its_best(world: tuple[FakeClus
     assert failed["message"] == "BackoffLimitExceeded: nora train: error: out of memory"
     assert ("Generation", "Warning", "GenomeFailed") in {e[:3] for e in cluster.events}
     best = final["best"]
-    assert store.exists("nora/evo/best/nora_manifest.json")
-    assert json.loads(store.read_bytes("nora/evo/best/best.json"))["genome"] == best["genome"]
+    assert store.exists(f"nora/{NS}/evo/best/nora_manifest.json")
+    assert json.loads(store.read_bytes(f"nora/{NS}/evo/best/best.json"))["genome"] == best["genome"]
     phases = [e[2] for e in cluster.events if e[0] == "Population"]
     assert phases == ["Running", "Succeeded"]
 
@@ -91,7 +91,7 @@ def test_a_new_operator_mid_generation_creates_nothing_twice_and_ends_the_same(
     run(other, other_store)
     assert status(cluster)["history"] == status(other)["history"]
     keys = [
-        k for k in other_store.list("nora/evo") if not k.endswith(("genome.json", "best.json"))
+        k for k in other_store.list(f"nora/{NS}/evo") if not k.endswith(("genome.json", "best.json"))
     ]  # hold paths
     assert len(keys) > 40
     for key in keys:
@@ -166,10 +166,12 @@ class BrokenJobsCluster(FakeCluster):
     """Job creation fails (as with a missing quota or an apiserver outage) until ``broken`` is cleared."""
 
     broken = True
+    refusals = 0
 
     def create_job(self, body: JSON) -> bool:
         if self.broken:
-            raise RuntimeError("jobs are refused")
+            self.refusals += 1  # the wording changes every time, as with Audit-Id headers
+            raise RuntimeError(f"jobs are refused (Audit-Id: {self.refusals})")
         return super().create_job(body)
 
     writes = 0
@@ -184,14 +186,18 @@ def test_a_failing_pass_backs_off_writes_its_error_once_and_clears_it_when_fixed
     cluster.add("Population", population())
     operator = reconciler(cluster, store)
     first = operator.reconcile(REF, cluster.views())
-    assert (first.backoff, first.delay) == (True, 10.0)
+    assert (first.backoff, first.delay) == (True, 5.0)
     ready = next(c for c in status(cluster)["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "ReconcileError")
     assert "jobs are refused" in ready["message"]
     writes, events = cluster.writes, len(cluster.events)
-    for _ in range(3):  # the same error again: no status write, no Event (nothing to wake a hot loop)
-        assert operator.reconcile(REF, cluster.views()).backoff
+    delays = []
+    for _ in range(8):  # the same kind of error again: no status write, no Event, a growing back-off
+        again = operator.reconcile(REF, cluster.views())
+        assert again.backoff
+        delays.append(again.delay)
     assert (cluster.writes, len(cluster.events)) == (writes, events)
+    assert delays == [10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0, 300.0]
 
     registry, labels = operator.metrics.registry, {"namespace": NS, "population": NAME}
     assert registry.get_sample_value("nora_generations_completed_total", labels) == 0  # born at zero

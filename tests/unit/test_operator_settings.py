@@ -26,6 +26,7 @@ def test_variables_are_parsed() -> None:
             "NORA_JOB_TTL_SECONDS": "60",
             "NORA_PEERING_LIFETIME_SECONDS": "20",
             "NORA_LIVENESS_ENDPOINT": "",
+            "NORA_AMBIENT_CREDENTIALS_NAMESPACES": "team-a,team-c",
             "UNRELATED": "x",
         }
     )
@@ -34,6 +35,7 @@ def test_variables_are_parsed() -> None:
     assert settings.train_command == ("/venv/bin/python", "-m", "nora", "train", "--genome")
     assert settings.liveness_endpoint is None
     assert settings.peering_lifetime_seconds == 20
+    assert settings.ambient_credentials_namespaces == ("team-a", "team-c")
     assert OperatorSettings.from_env({"NORA_TRAIN_COMMAND": "nora train --genome"}).train_command == (
         "nora",
         "train",

@@ -7,6 +7,7 @@ import json
 import random
 from typing import Any
 
+from nora.api.generation import MAX_GENOMES
 from nora.api.population import PopulationSpec
 from nora.api.status import HISTORY_LIMIT, PopulationStatus
 from nora.evolution import ledger
@@ -115,8 +116,8 @@ def test_200_generations_of_64_genomes_keep_every_object_under_256_kib() -> None
     assert sizes["population"] < 64 * KIB, sizes  # bounded: the history keeps 64 rows, not 200
 
 
-def test_one_generation_of_500_genomes_stays_well_under_the_etcd_limit() -> None:
-    plans = _plans(7, 500)
+def test_one_generation_at_the_largest_population_stays_well_under_the_etcd_limit() -> None:
+    plans = _plans(7, MAX_GENOMES)  # typical fields; tests/integration/test_generation_size.py: worst case
     generation = GenerationObject(
         ref=ObjectRef("nora.dev/v1alpha1", "Generation", "team", "g", "uid"),
         record=ledger.GenerationRecord(number=7, plans=plans, results=_results(plans, random.Random(1))),

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from nora.api.population import SecretRef, StorageSpec
 from nora.evolution.genome_store import download_genome, upload_genome
 from nora.genetics import GenomeFormatError
+from nora.operator.storage import S3Stores
 from nora.storage import LocalStore, S3Store, StoreError, open_uri
 from tests.unit.factories import random_genome
 
@@ -72,3 +74,21 @@ def test_file_uris_with_escaped_characters_are_decoded(tmp_path: Path) -> None:
     store, key = open_uri(path.as_uri())
     store.write_bytes(key, b"1")
     assert path.read_bytes() == b"1"
+
+
+def test_a_population_without_a_secret_gets_the_operator_identity_only_where_allowed() -> None:
+    secrets = {("team-a", "s3"): {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key"}}
+    stores = S3Stores(lambda ns, name: secrets[(ns, name)], ambient=frozenset({"trusted"}))
+    with pytest.raises(StoreError, match=r"^spec\.storage\.secretRef: required in this namespace"):
+        stores.access("team-a", StorageSpec(bucket="bkt"))
+    assert stores.access("trusted", StorageSpec(bucket="bkt")).access_key is None  # the ambient identity
+    with_secret = stores.access("team-a", StorageSpec(bucket="bkt", secret_ref=SecretRef(name="s3")))
+    assert (with_secret.access_key, with_secret.secret_key) == ("id", "key")
+
+
+def test_an_endpoint_outside_the_allow_list_is_refused_by_name() -> None:
+    hosts = frozenset({"s3.local:9000"})
+    stores = S3Stores(lambda ns, name: {}, ambient=frozenset({"ns"}), endpoint_hosts=hosts)
+    assert stores.access("ns", StorageSpec(bucket="bkt", endpoint="http://s3.local:9000")).endpoint
+    with pytest.raises(StoreError, match=r"^spec\.storage\.endpoint: 169\.254\.169\.254 is not among"):
+        stores.access("ns", StorageSpec(bucket="bkt", endpoint="http://169.254.169.254"))

@@ -133,3 +133,15 @@ def test_an_unreachable_hub_names_base_model_uri(tmp_path: Path) -> None:
     assert "that the hub is reachable and, for a gated model, that HF_TOKEN grants access" in last
     assert "OSError" not in last
     assert (tmp_path / "term").read_text(encoding="utf-8").strip() == last
+
+
+def test_a_gene_outside_its_training_fields_range_is_an_input_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_task(tmp_path, (tmp_path / "no-model").as_uri())
+    task = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**task, "hyperparameters": {"learningRate": 2.0}}), encoding="utf-8")
+    code, last = failure(path, capsys)
+    assert code == contract.EXIT_INPUT_ERROR  # never retried
+    assert last.startswith(contract.ERROR_PREFIX)
+    assert "learning_rate" in last

@@ -121,6 +121,14 @@ Takes a dict with "root" (the chart context) and "namespaces" (the served namesp
 - name: NORA_S3_REGION
   value: {{ . | quote }}
 {{- end }}
+{{- with $v.operator.s3EndpointAllowlist }}
+- name: NORA_S3_ENDPOINT_ALLOWLIST
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with $v.operator.ambientCredentialsNamespaces }}
+- name: NORA_AMBIENT_CREDENTIALS_NAMESPACES
+  value: {{ join "," . | quote }}
+{{- end }}
 # The root filesystem is read-only: caches and temporary files go to the /tmp emptyDir.
 - name: HOME
   value: /tmp

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
+from pydantic.alias_generators import to_camel
 
 from nora.api.base import API_GROUP, API_VERSION
 from nora.api.generation import GenerationSpec, GenerationStatus
@@ -27,8 +28,10 @@ from nora.api.openapi import Schema, model_schema
 from nora.api.population import (
     DATA_URI_SCHEMES,
     EQUAL_RANK_CROSSOVERS,
+    GENE_NAMES,
     MODEL_URI_SCHEMES,
     PopulationSpec,
+    TrainingSpec,
 )
 from nora.api.status import PopulationStatus
 from nora.api.strategy import STRATEGY_RULES
@@ -111,23 +114,56 @@ HYPERPARAMETER_RULE = _rule(
     ".hyperparameters",
 )
 
+
+def _gene_bound_rules(name: str) -> list[Schema]:
+    """CEL rules keeping gene ``name``'s [low, high] inside its training field's own range."""
+    field = TrainingSpec.model_fields[GENE_NAMES[name]]
+    tests = []
+    for bound in field.metadata:
+        for attribute, index, operator in (("gt", 0, ">"), ("ge", 0, ">="), ("lt", 1, "<"), ("le", 1, "<=")):
+            if getattr(bound, attribute, None) is not None:
+                limit = float(getattr(bound, attribute))
+                tests.append(f"self.hyperparameters['{name}'][{index}] {operator} {limit}")
+    if not tests:
+        return []
+    rule = f"!has(self.hyperparameters) || !('{name}' in self.hyperparameters) || ({' && '.join(tests)})"
+    training = to_camel(GENE_NAMES[name])
+    return [_rule(rule, f"{name}: outside spec.training.{training}'s range", f".hyperparameters.{name}")]
+
+
+def gene_rules() -> list[Schema]:
+    """CEL rules on ``spec.mutation`` mirroring the gene checks of :func:`semantic_problems`."""
+    names = "[" + ", ".join(f"'{name}'" for name in GENE_NAMES) + "]"
+    known = _rule(
+        f"!has(self.hyperparameters) || self.hyperparameters.all(k, k in {names})",
+        "not a gene the trainer knows; use learningRate, beta, nllWeight or temperature",
+        ".hyperparameters",
+    )
+    bounds = [rule for name in GENE_NAMES for rule in _gene_bound_rules(name)]
+    return [known, *bounds]
+
+
+URI_LIMIT = 2048
+"""Characters allowed in a URI of the spec (each is copied into Generations; see ``MAX_GENOMES``)."""
+
 POPULATION_EXTRAS: Mapping[str, Schema] = {
     "spec": {"x-kubernetes-validations": population_spec_rules()},
-    "spec.baseModel.uri": {"pattern": _scheme_pattern(MODEL_URI_SCHEMES)},
-    "spec.dataset.train": {"pattern": _scheme_pattern(DATA_URI_SCHEMES)},
-    "spec.dataset.eval": {"pattern": _scheme_pattern(DATA_URI_SCHEMES)},
+    "spec.baseModel.uri": {"pattern": _scheme_pattern(MODEL_URI_SCHEMES), "maxLength": URI_LIMIT},
+    "spec.dataset.train": {"pattern": _scheme_pattern(DATA_URI_SCHEMES), "maxLength": URI_LIMIT},
+    "spec.dataset.eval": {"pattern": _scheme_pattern(DATA_URI_SCHEMES), "maxLength": URI_LIMIT},
+    "spec.dataset.answerPattern": {"maxLength": 1024},
     "spec.dataset.promptTemplate": {
         "x-kubernetes-validations": [
             _rule("self.contains('{question}')", "must contain the placeholder {question}")
         ]
     },
     "spec.seedAdapters[]": {"required": ["uri"]},
-    "spec.seedAdapters[].uri": {"pattern": _scheme_pattern(DATA_URI_SCHEMES)},
-    "spec.mutation": {"x-kubernetes-validations": [HYPERPARAMETER_RULE]},
-    "spec.mutation.hyperparameters": {"maxProperties": 32},
+    "spec.seedAdapters[].uri": {"pattern": _scheme_pattern(DATA_URI_SCHEMES), "maxLength": URI_LIMIT},
+    "spec.mutation": {"x-kubernetes-validations": [HYPERPARAMETER_RULE, *gene_rules()]},
+    "spec.mutation.hyperparameters": {"maxProperties": len(GENE_NAMES)},
     "spec.adapter.targetModules": {"maxItems": 256},
     "spec.adapter.targetModules[]": {"maxLength": 253},
-    "spec.seedAdapters": {"maxItems": 10000},
+    "spec.seedAdapters": {"maxItems": 64},
     "status.conditions": {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
 }
 GENERATION_EXTRAS: Mapping[str, Schema] = {}

@@ -15,8 +15,11 @@ from pydantic import Field
 from nora.api.base import ApiModel
 from nora.api.status import METRICS_LIMIT, StatusModel
 
-MAX_GENOMES = 10000
-"""Mirrors the largest ``spec.populationSize``."""
+MAX_GENOMES = 256
+"""The most genomes in a generation (``spec.populationSize``): a Generation object holds one spec and one
+status entry per genome and must fit in one etcd object (about 1.5 MiB) in the worst case; the
+integration test ``test_generation_size`` creates one at this size.
+"""
 
 
 GenomeOrigin = Literal["initial", "seed", "elite", "crossover", "mutation"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, ValidationError
+from pydantic.alias_generators import to_camel
 
 from nora.api.base import ApiModel
 from nora.api.defaults import (
@@ -20,6 +21,7 @@ from nora.api.defaults import (
     DEFAULT_PROMPT_TEMPLATE,
     DEFAULT_TARGET_MODULES,
 )
+from nora.api.generation import MAX_GENOMES
 from nora.api.strategy import StrategySpec, strategy_problems
 
 MODEL_URI_SCHEMES = ("hf://", "s3://", "file://", "toy://")
@@ -83,7 +85,9 @@ class DatasetSpec(ApiModel):
 
     train: DataUri
     eval: DataUri
-    prompt_template: Annotated[str, AfterValidator(_has_question_slot)] = DEFAULT_PROMPT_TEMPLATE
+    prompt_template: Annotated[
+        str, Field(max_length=PROMPT_TEMPLATE_LIMIT), AfterValidator(_has_question_slot)
+    ] = DEFAULT_PROMPT_TEMPLATE
     answer_pattern: Annotated[str, AfterValidator(_regex_with_group)] = DEFAULT_ANSWER_PATTERN
 
 
@@ -173,6 +177,43 @@ class TrainingSpec(ApiModel):
     eval_prompts: Annotated[int, Field(ge=1)] = 200
 
 
+GENE_FIELDS = ("learning_rate", "beta", "nll_weight", "temperature")
+"""Training fields that hyperparameter genes may override (genes are named in camelCase or snake_case)."""
+GENE_NAMES = {alias: name for name in GENE_FIELDS for alias in (to_camel(name), name)}
+"""Every accepted gene name and the :class:`TrainingSpec` field it sets."""
+
+
+def _gene_problems(genes: dict[str, tuple[float, float]]) -> list[str]:
+    """Gene names the trainer knows, with bounds inside its own field's range (no Job would fail later)."""
+    problems = []
+    for gene, bounds in genes.items():
+        path = f"spec.mutation.hyperparameters.{gene}"
+        field = GENE_NAMES.get(gene)
+        if field is None:
+            known = ", ".join(to_camel(name) for name in GENE_FIELDS)
+            problems.append(f"{path}: not a gene the trainer knows; use one of {known}")
+            continue
+        for value in bounds:
+            try:
+                TrainingSpec.model_validate({field: value})
+            except ValidationError as error:
+                reason = error.errors()[0]["msg"].lower()
+                training = f"spec.training.{to_camel(field)}"
+                problems.append(f"{path}: {gene}: outside {training}'s range ({value}: {reason})")
+                break
+    return problems
+
+
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+"""An S3 bucket name (3-63 lowercase letters, digits, dots and hyphens)."""
+PREFIX_PATTERN = r"^([A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*)?$"
+"""Key segments without empty, ``.`` or ``..`` parts, no leading or trailing ``/``."""
+ENDPOINT_PATTERN = r"^https?://[^\s/?#@]+/?$"
+"""An http(s) URL of a host (and port), nothing else."""
+PROMPT_TEMPLATE_LIMIT = 16384
+"""Characters allowed in ``dataset.promptTemplate`` (it is copied into every Generation)."""
+
+
 class SecretRef(ApiModel):
     """A Secret in the Population's namespace holding ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``."""
 
@@ -180,15 +221,15 @@ class SecretRef(ApiModel):
 
 
 class StorageSpec(ApiModel):
-    """Where adapters live on a cluster: ``s3://<bucket>/<prefix>/<population>/...``.
+    """Where adapters live on a cluster: ``s3://<bucket>/<prefix>/<namespace>/<population>/...``.
 
-    ``cleanup: true`` deletes everything under ``<prefix>/<population>/`` (the best adapter included) when
-    the Population is deleted; by default the data is kept.
+    ``cleanup: true`` deletes the objects the Population wrote there (listed from its own records, the best
+    adapter included) when the Population is deleted; by default the data is kept.
     """
 
-    bucket: str | None = None
-    prefix: str = "nora"
-    endpoint: str | None = None
+    bucket: Annotated[str, Field(pattern=BUCKET_PATTERN)] | None = None
+    prefix: Annotated[str, Field(max_length=256, pattern=PREFIX_PATTERN)] = "nora"
+    endpoint: Annotated[str, Field(max_length=2048, pattern=ENDPOINT_PATTERN)] | None = None
     region: str | None = None
     secret_ref: SecretRef | None = None
     cleanup: bool = False
@@ -248,7 +289,7 @@ class PopulationSpec(ApiModel):
 
     base_model: BaseModelSpec
     dataset: DatasetSpec
-    population_size: Annotated[int, Field(ge=2, le=10000)] = 8
+    population_size: Annotated[int, Field(ge=2, le=MAX_GENOMES)] = 8
     max_generations: Annotated[int, Field(ge=1, le=10000)] = 10
     seed: Annotated[int, Field(ge=0)] = 0
     stopping: StoppingSpec = Field(default_factory=StoppingSpec)
@@ -392,4 +433,4 @@ def semantic_problems(spec: PopulationSpec) -> list[str]:
     for name, (low, high) in spec.mutation.hyperparameters.items():
         if not low <= high:
             problems.append(f"spec.mutation.hyperparameters.{name}: low {low} exceeds high {high}")
-    return problems
+    return problems + _gene_problems(spec.mutation.hyperparameters)

@@ -13,13 +13,17 @@ from pydantic import Field
 
 from nora.api.base import ApiModel
 from nora.api.defaults import DEFAULT_TARGET_MODULES
-from nora.api.population import BaseModelSpec, DatasetSpec, FitnessSpec, TargetModules, TrainingSpec
+from nora.api.population import (
+    GENE_FIELDS,
+    BaseModelSpec,
+    DatasetSpec,
+    FitnessSpec,
+    TargetModules,
+    TrainingSpec,
+)
 
 GENOME_TASK_FILE = "genome.json"
 """The task's file name inside a genome's store folder."""
-
-GENE_FIELDS = ("learning_rate", "beta", "nll_weight", "temperature")
-"""Training fields that hyperparameter genes may override (genes are named in camelCase or snake_case)."""
 
 
 class AdapterSource(ApiModel):

@@ -1,5 +1,8 @@
 """The store key layout shared by the local driver, the operator and the trainer.
 
+On a cluster the first segment below is ``<prefix>/<namespace>`` (:func:`namespaced_prefix`), so two
+tenants' Populations of the same name never share keys; ``nora run`` uses ``<prefix>`` alone.
+
 ```
 <prefix>/<population>/population.json               the run's record (phase, history, best)
 <prefix>/<population>/g<N>/generation.json          generation N's plans and results
@@ -16,6 +19,11 @@ from __future__ import annotations
 def genome_id(population: str, generation: int, index: int) -> str:
     """``<population>-g<generation>-<index>``: also the genome's Job name on a cluster."""
     return f"{population}-g{generation}-{index}"
+
+
+def namespaced_prefix(prefix: str, namespace: str) -> str:
+    """``<prefix>/<namespace>``: the prefix the operator uses for every Population of ``namespace``."""
+    return "/".join(part for part in (prefix.strip("/"), namespace) if part)
 
 
 def population_key(prefix: str, population: str) -> str:

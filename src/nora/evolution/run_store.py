@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from nora.api.status import BestExport, BestGenome, PopulationRecord
@@ -23,7 +24,7 @@ from nora.evolution.layout import (
     population_record_key,
     trained_adapter_key,
 )
-from nora.evolution.ledger import GenerationRecord, scored_outcome
+from nora.evolution.ledger import GenerationRecord, R, clip, scored_outcome
 from nora.evolution.records import GenomePlan, GenomeResult
 from nora.storage import Store, StoreError
 
@@ -31,6 +32,8 @@ BEST_RECORD = "best.json"
 MANIFEST_FILE = "nora_manifest.json"
 """An adapter's manifest (``nora.genetics.io`` writes it; read here without importing torch)."""
 _GENERATION_FOLDER = re.compile(r"/g(\d+)/generation\.json$")
+_GENOME_FILE = re.compile(r"genome\.json|(start|output|output/adapter)/[^/]+")
+"""What a run writes in a genome's folder (the task, the bred start, the trainer's outputs), no deeper."""
 
 
 def read_json(store: Store, key: str) -> dict[str, Any] | None:
@@ -80,6 +83,25 @@ def read_population(store: Store, base: str) -> tuple[PopulationRecord, list[Gen
     return PopulationRecord.model_validate(data), generations
 
 
+def owned_keys(store: Store, base: str) -> list[str]:
+    """The objects the run at ``base`` wrote, listed from its own records, never a whole shared prefix.
+
+    That is the ledger files, and in each recorded genome's folder and in ``best/`` only the files a run
+    writes there (one level deep), so another run whose prefix happens to lie inside this one's folder
+    keeps its objects.
+    """
+    keys = [key for key in (f"{base}/population.json",) if store.exists(key)]
+    keys += [key for key in store.list(f"{base}/best") if "/" not in key.removeprefix(f"{base}/best/")]
+    number = 0
+    while (record := read_json(store, f"{base}/g{number}/generation.json")) is not None:
+        keys.append(f"{base}/g{number}/generation.json")
+        for plan in GenerationRecord.model_validate(record).plans:
+            folder = f"{base}/g{number}/{plan.id}"
+            keys += [k for k in store.list(folder) if _GENOME_FILE.fullmatch(k.removeprefix(folder + "/"))]
+        number += 1
+    return keys
+
+
 def copy_prefix(store: Store, source: str, target: str) -> list[str]:
     """Copy every object under ``source/`` to ``target/`` (same relative names, manifest last)."""
     keys = store.list(source)
@@ -111,6 +133,31 @@ def verify_adapter(store: Store, key: str) -> list[str]:
     return sorted(files)
 
 
+class CorruptAdapterError(StoreError):
+    """A stored adapter failed verification; the message names its genome and object."""
+
+    def __init__(self, genome: str, detail: str) -> None:
+        super().__init__(f"genome {genome}: {detail}")
+        self.genome = genome
+
+
+def verify_parents(store: Store, plans: Sequence[GenomePlan], previous: Sequence[GenomeResult]) -> None:
+    """Check every stored adapter the bred ``plans`` start from against its manifest, before breeding.
+
+    Raises:
+        CorruptAdapterError: naming the first parent genome (by id) whose adapter fails verification.
+    """
+    adapters = {result.id: result.adapter for result in previous}
+    for parent in sorted({p for plan in plans if plan.bred for p in plan.parents}):
+        key = adapters.get(parent)
+        if key is None:
+            continue
+        try:
+            verify_adapter(store, key)
+        except StoreError as error:
+            raise CorruptAdapterError(parent, str(error)) from None
+
+
 def export_best(store: Store, prefix: str, population: str, best: BestGenome) -> BestExport:
     """Copy the best adapter to ``best/`` (verified before and after), then write ``best.json`` last."""
     if best.adapter is None:
@@ -121,4 +168,17 @@ def export_best(store: Store, prefix: str, population: str, best: BestGenome) ->
     verify_adapter(store, target)
     record = BestExport(**best.model_dump(), population=population, exported=store.uri(target))
     store.write_bytes(f"{target}/{BEST_RECORD}", _dump(record.to_json_dict()))
+    return record
+
+
+def export_or_fail(store: Store, prefix: str, population: str, record: R) -> R:
+    """``record`` after exporting its best adapter: unchanged, or Failed (``ExportFailed``) naming the genome
+    and the object that failed verification, so a run whose export cannot be trusted never succeeds."""
+    if record.best is None:
+        return record
+    try:
+        export_best(store, prefix, population, record.best)
+    except StoreError as error:
+        message = clip(f"the best genome {record.best.genome} was not exported: {error}", 4096)
+        return record.model_copy(update={"phase": "Failed", "reason": "ExportFailed", "message": message})
     return record

@@ -43,8 +43,16 @@ class Cluster(Protocol):
         """Create a PersistentVolumeClaim; ``False`` if it exists already."""
         ...
 
+    def dry_run_job(self, body: JSON) -> list[tuple[str, str]]:
+        """Validate a Job server-side without creating it: the refused ``(field, reason)`` pairs."""
+        ...
+
     def job_failure_message(self, namespace: str, job: str) -> str:
         """The termination message of the Job's most recently failed Pod ("" if none)."""
+        ...
+
+    def blocked_jobs(self, namespace: str) -> dict[str, str]:
+        """Jobs whose Pods cannot be created (a ``FailedCreate`` Event) and the latest reason why."""
         ...
 
     def read_secret(self, namespace: str, name: str) -> dict[str, str]: ...
@@ -71,6 +79,14 @@ def _termination_text(ended: Mapping[str, Any]) -> str:
     if reason in ("", "Error", "Completed"):
         return message
     return f"{reason}: {message}" if message else reason
+
+
+def _dotted(location: tuple[int | str, ...]) -> str:
+    """A pydantic error location in the body as a Kubernetes field path (``spec.containers[0].env``)."""
+    parts = list(location)
+    while parts and parts[0] not in ("spec", "metadata"):
+        parts.pop(0)
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
 
 
 def latest_termination_message(pods: list[Mapping[str, Any]]) -> str:
@@ -187,11 +203,37 @@ class KubernetesCluster:
             raise
         return True
 
+    def dry_run_job(self, body: JSON) -> list[tuple[str, str]]:
+        from kubernetes.client.exceptions import ApiException
+        from pydantic import ValidationError
+
+        try:
+            batch: Any = self.batch
+            batch.create_namespaced_job(
+                body["metadata"]["namespace"], body, dry_run="All", _preload_content=False
+            )
+        except ValidationError as error:  # the client checks the body against its models first
+            return [(_dotted(e["loc"]), str(e["msg"])) for e in error.errors()]
+        except ApiException as error:
+            if _status_code(error) not in (400, 422):
+                return []  # e.g. 409: the Job exists, so its spec was accepted before
+            reply = json.loads(error.body or "{}")
+            causes = (reply.get("details") or {}).get("causes") or []
+            found = [(str(c.get("field", "")), str(c.get("message", ""))) for c in causes]
+            return found or [("", str(reply.get("message", "refused")))]
+        return []
+
     def job_failure_message(self, namespace: str, job: str) -> str:
         response = self.core.list_namespaced_pod(
             namespace, label_selector=f"batch.kubernetes.io/job-name={job}", _preload_content=False
         )
         return latest_termination_message(list(_json(response).get("items") or []))
+
+    def blocked_jobs(self, namespace: str) -> dict[str, str]:
+        selector = "involvedObject.kind=Job,reason=FailedCreate"
+        response = self.core.list_namespaced_event(namespace, field_selector=selector, _preload_content=False)
+        events = sorted(_json(response).get("items") or [], key=lambda e: str(e.get("lastTimestamp") or ""))
+        return {str(e["involvedObject"]["name"]): str(e.get("message") or "") for e in events}
 
     def read_secret(self, namespace: str, name: str) -> dict[str, str]:
         import base64

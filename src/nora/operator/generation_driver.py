@@ -20,6 +20,7 @@ from typing import Any
 from nora.api.population import PopulationSpec
 from nora.api.status import PopulationStatus
 from nora.evolution import ledger, run_store
+from nora.evolution.layout import genome_id
 from nora.evolution.records import GenomePlan, GenomeResult
 from nora.operator.breeder import Breeder, PlanRequest
 from nora.operator.cluster import Cluster
@@ -30,6 +31,7 @@ from nora.operator.metrics import Metrics
 from nora.operator.objects import ObjectRef, build_generation, generation_name, owner_uid
 from nora.operator.settings import OperatorSettings
 from nora.operator.storage import StorageAccess, task_uri, write_task
+from nora.operator.template_check import template_problems
 from nora.storage import Store
 
 log = logging.getLogger("nora.operator")
@@ -67,6 +69,7 @@ class GenerationDriver:
         self.settings = settings
         self.metrics = metrics
         self._created: dict[tuple[str, str], set[str]] = {}
+        self._checked: dict[tuple[str, int | None], list[str]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max(1, settings.api_workers), thread_name_prefix="nora-api")
 
@@ -154,6 +157,25 @@ class GenerationDriver:
             message = f"generation {generation.number}: {generation.phase}"
             self.cluster.post_event(generation.ref, kind, str(generation.phase), message)
 
+    def template_problems(self, pop: PopulationContext) -> list[str]:
+        """What the apiserver refuses in this spec's genome Jobs (one dry-run per spec change)."""
+        key = (pop.ref.uid, pop.observed)
+        if key not in self._checked:
+            number = pop.status.generation
+            request = JobRequest(
+                owner=pop.ref,
+                population=pop.ref.name,
+                generation=number,
+                genome=genome_id(pop.ref.name, number, 0),
+                task_uri=pop.location.uri("dry-run/genome.json") or "",
+                spec=pop.spec,
+                command=self.settings.train_command,
+                ttl_seconds=self.settings.job_ttl_seconds,
+            )
+            access = pop.access
+            self._checked[key] = template_problems(self.cluster, request, access.endpoint, access.region)
+        return self._checked[key]
+
     # ----- breeding ------------------------------------------------------------------------------
     def breed(
         self, pop: PopulationContext, generation: GenerationObject, jobs: Mapping[str, JobView]
@@ -164,11 +186,14 @@ class GenerationDriver:
         offspring = [p.id for p in generation.plans if p.bred]
         size = max(BREEDING_CHUNK, -(-len(offspring) // 8))
         chunks = [tuple(offspring[i : i + size]) for i in range(0, len(offspring), size)] or [()]
+        previous = self.previous(pop, generation.number)
+        if previous is not None:  # never breed from an adapter that was overwritten or corrupted
+            run_store.verify_parents(pop.store, generation.plans, previous.results)
         request = PlanRequest(
             spec=generation.planned_with,
             population=pop.ref.name,
             generation=generation.number,
-            previous=self._pairs(self.previous(pop, generation.number)),
+            previous=self._pairs(previous),
             earlier=self._earlier(pop, generation.number, generation.planned_with),
             access=pop.access,
             workers=self.settings.breeding_workers,
@@ -236,10 +261,30 @@ class GenerationDriver:
             log.info("%s/%s: started %d Jobs", pop.ref.namespace, generation.ref.name, len(started))
         for genome in started:
             generation = generation.with_result(generation.result(genome).update(phase="Pending"), job=genome)
+        generation = self._blocked(pop, generation, jobs)
         if generation.finished and generation.phase == "Running":
             scored = any(r.scored for r in generation.results)
             generation = replace(generation, phase="Succeeded" if scored else "Failed", completion_time=iso())
         self.save(pop, generation, before)
+        return generation
+
+    def _blocked(
+        self, pop: PopulationContext, generation: GenerationObject, jobs: Mapping[str, JobView]
+    ) -> GenerationObject:
+        """Genomes whose Pods cannot be created (missing PriorityClass, quota, admission): the reason in
+        their status and a Warning Event on the Population, not a silent Pending."""
+        waiting = [
+            r for r in generation.results if r.phase == "Pending" and r.id in jobs and not jobs[r.id].attempts
+        ]
+        if not waiting:
+            return generation
+        blocked = self.cluster.blocked_jobs(pop.ref.namespace)
+        for result in waiting:
+            cause = blocked.get(result.id)
+            message = ledger.clip(f"FailedCreate: {cause}") if cause else ""
+            if cause and result.message != message:
+                generation = generation.with_result(result.update(message=message))
+                self.cluster.post_event(pop.ref, "Warning", "FailedCreate", f"{result.id}: {message}")
         return generation
 
     def _vanished(

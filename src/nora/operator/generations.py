@@ -72,8 +72,15 @@ def result_of(entry: GenomeStatus, location: Location) -> GenomeResult:
     return GenomeResult(**{**entry.model_dump(), "adapter": location.key(entry.adapter)})
 
 
+PLANNED_WITHOUT = ("template",)
+"""Spec fields a Generation does not keep: the Job template is read from the Population (and the
+Kubernetes pass-through has no size bound of its own)."""
+
+
 def spec_json(population: str, plans: Sequence[GenomePlan], planned_with: JSON, location: Location) -> JSON:
-    """A Generation's ``spec``: the population spec it was planned with, and its genomes."""
+    """A Generation's ``spec``: the population spec it was planned with (less the Job template), and its
+    genomes."""
+    planned_with = {key: value for key, value in planned_with.items() if key not in PLANNED_WITHOUT}
     spec = GenerationSpec(
         population=population,
         generation=plans[0].generation if plans else 0,

@@ -33,6 +33,7 @@ from nora.api.status import HistoryRow, PopulationStatus
 from nora.evolution import ledger, run_store
 from nora.operator.breeder import Breeder
 from nora.operator.cluster import Cluster
+from nora.operator.errors import backoff_seconds, error_kind, error_message, transient
 from nora.operator.generation_driver import GenerationDriver, PopulationContext, iso
 from nora.operator.generations import GenerationObject, Location
 from nora.operator.jobs import JobView
@@ -41,13 +42,12 @@ from nora.operator.model_cache_step import ensure_model_cache
 from nora.operator.objects import ObjectRef, generation_name
 from nora.operator.population_status import set_condition, status_patch
 from nora.operator.settings import OperatorSettings
-from nora.operator.storage import Stores
+from nora.operator.storage import Stores, namespaced
 from nora.storage import StoreError
 
 log = logging.getLogger("nora.operator")
 FINAL = ("Succeeded", "Failed")
 MAX_GENERATIONS_PER_PASS = 3
-ERROR_BACKOFF_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,9 @@ class Reconciler:
         self.metrics = metrics
         self.generations = GenerationDriver(cluster, breeder, settings, metrics)
         self._erroring: set[PopulationRef] = set()  # Populations whose Ready condition says ReconcileError
+        self._failures: dict[PopulationRef, int] = {}  # failed passes in a row (the back-off)
+        self._reported: dict[PopulationRef, str] = {}  # the kind of error last reported on each
+        self._logged: set[str] = set()  # error kinds whose traceback was logged once
 
     def close(self) -> None:
         self.generations.close()
@@ -122,14 +125,17 @@ class Reconciler:
         began = time.monotonic()
         try:
             result = self._pass(ref, jobs)
+            self._failures.pop(ref, None)
             if ref in self._erroring:
                 self._clear_error(ref)
             return result
         except Exception as error:
             self.metrics.reconcile_errors.labels(ref.namespace, ref.name, type(error).__name__).inc()
-            log.exception("reconciling %s/%s failed", ref.namespace, ref.name)
+            failures = self._failures.get(ref, 0) + 1
+            self._failures[ref] = failures
+            self._log_error(ref, error)
             self._report_error(ref, error)
-            return PassResult(delay=ERROR_BACKOFF_SECONDS, backoff=True)
+            return PassResult(delay=backoff_seconds(failures), backoff=True)
         finally:
             self.metrics.reconcile_duration.observe(time.monotonic() - began)
 
@@ -140,6 +146,10 @@ class Reconciler:
         pop = self._accept(body)
         if pop is None:
             return PassResult()
+        problems = [] if pop.status.phase in FINAL else self.generations.template_problems(pop)
+        if problems:
+            self._reject(pop.ref, pop.status, problems, pop.observed)
+            return PassResult()
         self._observe(pop.ref, pop.status)
         if _reconcile_error(pop.status):
             self._erroring.add(ref)
@@ -148,9 +158,11 @@ class Reconciler:
             pop = self._save(pop, again.model_copy(update={"completion_time": None}))
         if pop.status.phase in FINAL:
             return PassResult()
-        pop = self._model_cache(self._ensure_phase(pop), jobs)
-        if pop is None:
-            return PassResult()
+        ready = self._model_cache(self._ensure_phase(pop), jobs)
+        return PassResult() if ready is None else self._evolve(ready, jobs)
+
+    def _evolve(self, pop: PopulationContext, jobs: Mapping[str, JobView]) -> PassResult:
+        """Run generations: ensure, breed, advance, conclude (at most a few per pass)."""
         for _ in range(MAX_GENERATIONS_PER_PASS):
             pop = self._ensure_phase(pop)
             generation = self.generations.ensure(pop)
@@ -159,7 +171,11 @@ class Reconciler:
             if pop.spec.suspend:
                 self.generations.advance(pop, generation, jobs, parallelism=0)
                 return PassResult()
-            generation = self.generations.breed(pop, generation, jobs)
+            try:
+                generation = self.generations.breed(pop, generation, jobs)
+            except run_store.CorruptAdapterError as error:
+                self._fail(pop, "CorruptAdapter", f"{error}; not bred from it")
+                return PassResult()
             generation = self.generations.advance(pop, generation, jobs, pop.spec.parallelism)
             if not generation.finished:
                 return PassResult()
@@ -178,18 +194,15 @@ class Reconciler:
             pop.status, "ModelCacheReady", ready, step.state, step.message, iso(), pop.observed
         )
         if step.state == "Failed":
-            update = {
-                "phase": "Failed",
-                "reason": "ModelCacheFailed",
-                "message": ledger.clip(step.message, 4096),
-            }
-            status = status.model_copy(update={**update, "completion_time": iso()})
+            self._fail(replace(pop, status=status), "ModelCacheFailed", step.message)
+            return None
         pop = self._save(pop, status)
         return pop if ready else None
 
     def _clear_error(self, ref: PopulationRef) -> None:
         """After a good pass, turn a ``Ready=False/ReconcileError`` condition back to ``Ready=True``."""
         self._erroring.discard(ref)
+        self._reported.pop(ref, None)
         body = self.cluster.get_population(ref.namespace, ref.name)
         status = PopulationStatus.model_validate((body or {}).get("status") or {})
         if body is None or body["metadata"].get("deletionTimestamp") or not _reconcile_error(status):
@@ -197,21 +210,33 @@ class Reconciler:
         ready = set_condition(status, "Ready", True, "Accepted", "the spec is valid", iso())
         self.cluster.patch_population_status(ref.namespace, ref.name, status_patch(ready))
 
+    def _log_error(self, ref: PopulationRef, error: Exception) -> None:
+        """One line per failed pass; a traceback only for an unexpected error, once per kind."""
+        kind = error_kind(error)
+        if transient(error) or kind in self._logged:
+            message = ledger.clip(error_message(error))
+            log.warning("reconciling %s/%s failed: %s", ref.namespace, ref.name, message)
+            return
+        self._logged.add(kind)
+        log.exception("reconciling %s/%s failed", ref.namespace, ref.name)
+
     def _report_error(self, ref: PopulationRef, error: Exception) -> None:
+        """``Ready=False/ReconcileError`` and an Event, once per kind of error (not per wording)."""
+        kind = error_kind(error)
         try:
             body = self.cluster.get_population(ref.namespace, ref.name)
             if body is None:
                 return
             status = PopulationStatus.model_validate(body.get("status") or {})
-            message = ledger.clip(f"{type(error).__name__}: {error}")
-            ready = next((c for c in status.conditions if c.type == "Ready"), None)
-            if ready is not None and ready.message == message:
+            if self._reported.get(ref) == kind and _reconcile_error(status):
                 return
+            message = ledger.clip(error_message(error))
             status = set_condition(status, "Ready", False, "ReconcileError", message, iso())
             self.cluster.patch_population_status(ref.namespace, ref.name, status_patch(status))
             self.cluster.post_event(ObjectRef.of(body), "Warning", "ReconcileError", message)
+            self._reported[ref] = kind
         except Exception:
-            log.exception("could not report the error on %s/%s", ref.namespace, ref.name)
+            log.warning("could not report the error on %s/%s", ref.namespace, ref.name)
 
     # ----- acceptance and phases -----------------------------------------------------------------
     def _accept(self, body: dict[str, Any]) -> PopulationContext | None:
@@ -219,7 +244,7 @@ class Reconciler:
         status = PopulationStatus.model_validate(body.get("status") or {})
         observed = body["metadata"].get("generation")
         try:
-            spec = parse_population(body).spec
+            spec = namespaced(parse_population(body).spec, ref.namespace)
             problems = cluster_problems(spec)
         except ApiValidationError as error:
             spec, problems = None, error.problems
@@ -275,6 +300,14 @@ class Reconciler:
             self.cluster.post_event(pop.ref, kind, status.phase, status.message or status.phase)
         return replace(pop, status=status)
 
+    def _fail(self, pop: PopulationContext, reason: str, message: str) -> PopulationContext:
+        """End the run as Failed for ``reason`` (a condition, and an Event by :meth:`_save`)."""
+        now, message = iso(), ledger.clip(message, 4096)
+        status = pop.status.model_copy(
+            update={"phase": "Failed", "reason": reason, "message": message, "completion_time": now}
+        )
+        return self._save(pop, set_condition(status, "Completed", True, reason, message, now, pop.observed))
+
     def _observe(self, ref: ObjectRef, status: PopulationStatus) -> None:
         self.metrics.set_population(ref.namespace, ref.name, status.phase, status.generation)
 
@@ -318,12 +351,10 @@ class Reconciler:
         decided = ledger.decision(pop.spec, record, self._older(pop))
         record = ledger.conclude(record, decided, generation.number)
         if record.phase in FINAL:
-            if record.best is not None:
-                run_store.export_best(pop.store, pop.spec.storage.prefix, pop.ref.name, record.best)
+            record = run_store.export_or_fail(pop.store, pop.spec.storage.prefix, pop.ref.name, record)
             now = iso()
-            record = set_condition(
-                record, "Completed", True, decided.reason, decided.message, now, pop.observed
-            )
+            reason, message = record.reason, record.message
+            record = set_condition(record, "Completed", True, reason, message, now, pop.observed)
             record = record.model_copy(update={"completion_time": now})
         run_store.write_population(pop.store, pop.spec.storage.prefix, pop.ref.name, record)
         status = _best_adapter(record, pop.location.uri)

@@ -15,14 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nora.api.population import StorageSpec
-from nora.evolution.layout import best_key
+from nora.evolution import run_store
+from nora.evolution.layout import namespaced_prefix, population_key
 from nora.operator.breeder import Breeder, ProcessBreeder
 from nora.operator.cluster import Cluster, KubernetesCluster
 from nora.operator.jobs import JobView
 from nora.operator.metrics import Metrics
 from nora.operator.reconciler import PopulationRef, Reconciler
 from nora.operator.settings import OperatorSettings
-from nora.operator.storage import S3Stores, Stores, delete_prefix
+from nora.operator.storage import S3Stores, Stores, delete_keys
 
 log = logging.getLogger("nora.operator")
 
@@ -51,7 +52,9 @@ class Runtime:
     def start(cls, settings: OperatorSettings) -> Runtime:
         """The production runtime: Kubernetes from the environment, S3, a breeding process, /metrics."""
         cluster = KubernetesCluster.from_environment(pool_size=settings.api_workers + 8)
-        stores = S3Stores(cluster.read_secret, settings.s3_endpoint, settings.s3_region)
+        ambient = frozenset(settings.ambient_credentials_namespaces)
+        hosts = frozenset(settings.s3_endpoint_allowlist)
+        stores = S3Stores(cluster.read_secret, settings.s3_endpoint, settings.s3_region, ambient, hosts)
         runtime = cls(settings, cluster, stores, ProcessBreeder())
         if settings.metrics_port:
             runtime.metrics.serve(settings.metrics_address, settings.metrics_port)
@@ -100,8 +103,8 @@ class Runtime:
 
         def cleanup() -> int:
             store = self.stores.store(self.stores.access(ref.namespace, storage))
-            prefix = best_key(storage.prefix, ref.name).removesuffix("/best")
-            return delete_prefix(store, prefix)
+            base = population_key(namespaced_prefix(storage.prefix, ref.namespace), ref.name)
+            return delete_keys(store, run_store.owned_keys(store, base))
 
         count = await asyncio.get_running_loop().run_in_executor(self.executor, cleanup)
         log.info("deleted %d objects of %s/%s from s3://%s", count, ref.namespace, ref.name, storage.bucket)

@@ -21,6 +21,12 @@ NORA_RECONCILE_WORKERS         Populations reconciled at the same time          
 NORA_BREEDING_WORKERS          threads breeding offspring in the breeding process           2
 NORA_S3_ENDPOINT               S3 endpoint when ``spec.storage.endpoint`` is unset          (AWS)
 NORA_S3_REGION                 S3 region when ``spec.storage.region`` is unset              (unset)
+NORA_AMBIENT_CREDENTIALS_      comma-separated namespaces whose Populations may omit        (none)
+NAMESPACES                     ``spec.storage.secretRef`` and use the operator's own AWS
+                               identity (IRSA, workload identity); elsewhere a Secret is
+                               required
+NORA_S3_ENDPOINT_ALLOWLIST     comma-separated ``host[:port]`` a ``spec.storage.endpoint``   (any)
+                               may name (the operator signs requests to it)
 =============================  ===========================================================  ==========
 """
 
@@ -84,6 +90,8 @@ class OperatorSettings:
     breeding_workers: int = 2
     s3_endpoint: str | None = None
     s3_region: str | None = None
+    ambient_credentials_namespaces: tuple[str, ...] = ()
+    s3_endpoint_allowlist: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -106,6 +114,8 @@ class OperatorSettings:
             "breeding_workers": _positive(int),
             "s3_endpoint": str,
             "s3_region": str,
+            "ambient_credentials_namespaces": _namespaces,
+            "s3_endpoint_allowlist": _namespaces,
         }
         values: dict[str, Any] = {}
         for field, parse in parsers.items():
@@ -114,7 +124,7 @@ class OperatorSettings:
             if text is None:
                 continue
             try:
-                values[field] = parse(text) if text != "" or field == "namespaces" else None
+                values[field] = parse(text) if text != "" or parse is _namespaces else None
             except ValueError as error:
                 raise SettingsError(f"{variable}={text!r}: {error}") from None
         return cls(**values)

@@ -1,21 +1,23 @@
 """S3 access for one Population: credentials from its Secret, the store, exporting the best, cleanup.
 
 Credentials are read from ``spec.storage.secretRef`` (keys ``AWS_ACCESS_KEY_ID`` and
-``AWS_SECRET_ACCESS_KEY``) in the Population's namespace; without one, the operator's own AWS
-environment (IRSA, workload identity, ``AWS_*`` variables) is used.
+``AWS_SECRET_ACCESS_KEY``) in the Population's namespace. Without one, the operator's own AWS identity
+(IRSA, workload identity, ``AWS_*`` variables) is used only in the namespaces the cluster admin allows
+(``NORA_AMBIENT_CREDENTIALS_NAMESPACES``); anywhere else the Population is refused, never served with the
+operator's identity.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from nora.api.population import PopulationSpec, StorageSpec
-from nora.evolution.layout import task_key
+from nora.evolution.layout import namespaced_prefix, task_key
 from nora.evolution.records import GenomePlan
 from nora.evolution.tasks import genome_task
 from nora.storage import LocalStore, S3Store, Store, StoreError
@@ -71,17 +73,34 @@ class S3Stores:
         read_secret: Callable[[str, str], dict[str, str]],
         endpoint: str | None = None,
         region: str | None = None,
+        ambient: frozenset[str] = frozenset(),
+        endpoint_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.read_secret = read_secret
         self.endpoint = endpoint
         self.region = region
+        self.ambient = ambient
+        """Namespaces allowed to use the operator's own identity (no ``secretRef``)."""
+        self.endpoint_hosts = endpoint_hosts
+        """``host[:port]`` a ``spec.storage.endpoint`` may name; empty: any."""
         self._stores: dict[StorageAccess, S3Store] = {}
         self._lock = threading.Lock()
 
     def access(self, namespace: str, storage: StorageSpec) -> StorageAccess:
         if not storage.bucket:
             raise StoreError("spec.storage.bucket is not set")
+        host = urlsplit(storage.endpoint).netloc if storage.endpoint else None
+        if host is not None and self.endpoint_hosts and host not in self.endpoint_hosts:
+            raise StoreError(
+                f"spec.storage.endpoint: {host} is not among the S3 endpoints this operator may reach "
+                "(ask the cluster admin to add it to operator.s3EndpointAllowlist)"
+            )
         keys: dict[str, str] = {}
+        if storage.secret_ref is None and namespace not in self.ambient:
+            raise StoreError(
+                "spec.storage.secretRef: required in this namespace (name a Secret holding "
+                f"{ACCESS_KEY} and {SECRET_KEY}); the operator's own identity is not lent to it"
+            )
         if storage.secret_ref is not None:
             keys = self.read_secret(namespace, storage.secret_ref.name)
             missing = [k for k in (ACCESS_KEY, SECRET_KEY) if not keys.get(k)]
@@ -118,15 +137,21 @@ def write_task(store: Store, spec: PopulationSpec, population: str, plan: Genome
     return store.uri(key)
 
 
-def delete_prefix(store: Store, prefix: str) -> int:
-    """Delete everything under ``prefix/``; the number of objects deleted."""
-    keys = store.list(prefix)
+def namespaced(spec: PopulationSpec, namespace: str) -> PopulationSpec:
+    """``spec`` with its storage prefix scoped to ``namespace`` (``<prefix>/<namespace>``, see the layout)."""
+    prefix = namespaced_prefix(spec.storage.prefix, namespace)
+    return spec.model_copy(update={"storage": spec.storage.model_copy(update={"prefix": prefix})})
+
+
+def delete_keys(store: Store, keys: Sequence[str]) -> int:
+    """Delete exactly ``keys`` (never a prefix); the number of objects deleted."""
     if isinstance(store, S3Store):
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             store.client.delete_objects(Bucket=store.bucket, Delete={"Objects": batch, "Quiet": True})
     elif isinstance(store, LocalStore):
-        shutil.rmtree(store.root / prefix, ignore_errors=True)
+        for key in keys:
+            (store.root / key).unlink(missing_ok=True)
     else:
         raise StoreError(f"cannot delete from a {type(store).__name__}")
     return len(keys)

@@ -113,7 +113,12 @@ class S3Store:
             response = self.client.get_object(Bucket=self.bucket, Key=_check_key(key))
         except self.client.exceptions.NoSuchKey:
             raise StoreError(f"{self.uri(key)}: not found") from None
-        data: bytes = response["Body"].read()
+        from botocore.exceptions import FlexibleChecksumError
+
+        try:
+            data: bytes = response["Body"].read()
+        except FlexibleChecksumError as error:  # botocore's message names no object
+            raise StoreError(f"{self.uri(key)}: checksum does not match ({error})") from None
         expected = response.get("Metadata", {}).get(SHA256_METADATA)
         if expected and hashlib.sha256(data).hexdigest() != expected:
             raise StoreError(f"{self.uri(key)}: sha256 does not match the object's metadata (corrupted read)")

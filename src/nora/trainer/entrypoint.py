@@ -42,7 +42,13 @@ from nora.trainer.errors import TrainerError, TrainerInputError
 from nora.trainer.irpo_config import TrainerJob, job_from_task
 from nora.trainer.pipeline import RunResult, run_job
 
-INPUT_ERRORS: tuple[type[Exception], ...] = (TrainerInputError, GeneticsError, ApiValidationError)
+INPUT_ERRORS: tuple[type[Exception], ...] = (
+    TrainerInputError,
+    GeneticsError,
+    ApiValidationError,
+    ValidationError,
+)
+"""Bad input (exit 2, never retried); a pydantic ValidationError is one too (e.g. a gene out of range)."""
 log = logging.getLogger("nora.trainer")
 
 
