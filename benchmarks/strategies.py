@@ -45,7 +45,7 @@ class Budget:
     irpo_steps: int
 
 
-FULL = Budget(population=6, generations=3, dimension=100, eval_prompts=48, test_prompts=200, irpo_steps=30)
+FULL = Budget(population=6, generations=3, dimension=100, eval_prompts=40, test_prompts=150, irpo_steps=30)
 QUICK = Budget(population=2, generations=2, dimension=8, eval_prompts=8, test_prompts=8, irpo_steps=2)
 
 
@@ -160,6 +160,7 @@ def search(
     passes = sum(
         forward_passes(json.loads(p.read_text())) for p in (run_dir / "store").rglob("output/metrics.json")
     )
+    print(f"{name}: {passes} forward passes", flush=True)
     return run_dir / "best", passes
 
 
@@ -173,6 +174,7 @@ def irpo(setup: Setup, budget: Budget, name: str, seed: int, iterations: int) ->
         passes += forward_passes(json.loads((folder / "metrics.json").read_text()))
         adapter = folder / "adapter"
     assert adapter is not None
+    print(f"{name}: {passes} forward passes", flush=True)
     return adapter, passes
 
 
