@@ -25,7 +25,7 @@ from nora.genetics import init_genome, load_genome, make_generator, save_genome
 from nora.genetics.projection import project_genome
 from nora.local.state import RunState, load_state
 from nora.toy.cache import cache_root
-from nora.trainer.models import target_shapes
+from nora.trainer.targets import resolve_targets
 from tests.support.manifests import population_yaml
 from tests.unit.factories import dense_update
 
@@ -88,7 +88,7 @@ def seed_adapters(folder: Path, count: int) -> list[str]:
     """Random adapters of the toy model's shapes (stand-ins for adapters trained elsewhere)."""
     model_uri = ToyResolver(cache_root() / "resolved")("toy://arithmetic")
     model_dir = model_uri.removeprefix("file://")
-    shapes = target_shapes(AutoModelForCausalLM.from_pretrained(model_dir), tuple(TARGETS))
+    shapes = resolve_targets(AutoModelForCausalLM.from_pretrained(model_dir), tuple(TARGETS)).shapes
     uris = []
     for index in range(count):
         genome = init_genome(

@@ -38,6 +38,7 @@ def test_a_genome_entirely_on_s3(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("NORA_NUM_THREADS", "1")
     monkeypatch.setenv("NORA_TERMINATION_LOG", str(tmp_path / "term"))
+    monkeypatch.setenv("NORA_MODEL_CACHE", str(tmp_path / "model-cache"))
     client, bucket = s3_server.client(), s3_server.bucket
     read_keys: list[str] = []
     real_read = S3Store.read_bytes

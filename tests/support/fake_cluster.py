@@ -65,6 +65,13 @@ class FakeCluster:
         self.add("Job", body)
         return True
 
+    def create_pvc(self, body: JSON) -> bool:
+        key = ("PersistentVolumeClaim", body["metadata"]["namespace"], body["metadata"]["name"])
+        if key in self.objects:
+            return False
+        self.add("PersistentVolumeClaim", body)
+        return True
+
     def job_failure_message(self, namespace: str, job: str) -> str:
         return self.failure_messages.get(job, "")
 

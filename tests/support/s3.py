@@ -27,6 +27,14 @@ class S3Server:
     bucket: str
     region: str
     root: Path
+    access_log: Path
+
+    def get_requests(self, key: str) -> int:
+        """GetObject requests for ``key`` so far, counted from the server's own access log."""
+        text = (
+            self.access_log.read_text(encoding="utf-8", errors="replace") if self.access_log.exists() else ""
+        )
+        return sum(1 for line in text.splitlines() if " s3_GetObject " in line and f" {key} " in f" {line} ")
 
     def client(self) -> Any:
         """A boto3 S3 client for this server (path-style addressing)."""
@@ -74,6 +82,8 @@ def start(procs: Processes, binary: Path, workdir: Path, timeout: float = 60.0) 
                 "--health",
                 "/health",
                 "--quiet",
+                "--access-log",
+                str(workdir / "access.log"),
                 "posix",
                 "--sidecar",
                 str(sidecar),
@@ -92,7 +102,13 @@ def start(procs: Processes, binary: Path, workdir: Path, timeout: float = 60.0) 
 
     wait_for(healthy, timeout=timeout, what="versitygw /health", on_timeout=gw.describe)
     server = S3Server(
-        endpoint=endpoint, access_key=access, secret_key=secret, bucket=BUCKET, region=REGION, root=root
+        endpoint=endpoint,
+        access_key=access,
+        secret_key=secret,
+        bucket=BUCKET,
+        region=REGION,
+        root=root,
+        access_log=workdir / "access.log",
     )
     server.client().create_bucket(Bucket=BUCKET)
     return server

@@ -67,6 +67,30 @@ def test_a_valid_manifest_loads_with_defaults(tmp_path: Path) -> None:
             "spec.mutation.hyperparameters.beta: low 0.5",
         ),
         ({"selection": {"elites": 8}}, "spec.selection.elites: 8 leaves no room for offspring"),
+        (
+            {"adapter": {"targetModules": ["all-linear", "q_proj"]}},
+            "spec.adapter.targetModules: all-linear stands alone",
+        ),
+        (
+            {"adapter": {"targetModules": ["q_proj", "lm_head"]}},
+            "spec.adapter.targetModules: must not contain lm_head",
+        ),
+        (
+            {"adapter": {"targetModules": ["q_proj", " "]}},
+            "spec.adapter.targetModules: module names must not be empty",
+        ),
+        ({"workloadPriorityClassName": "high"}, "spec.workloadPriorityClassName: Kueue ranks only"),
+        ({"modelCache": {}}, "spec.modelCache: set exactly one of storageClassName"),
+        ({"modelCache": {"claimName": "m", "size": "lots"}}, "spec.modelCache.size: String should match"),
+        (
+            {"baseModel": {"uri": "file:///models/m"}, "modelCache": {"claimName": "m"}},
+            "spec.baseModel.uri: spec.modelCache fetches only s3:// or hf:// models",
+        ),
+        ({"template": {"volumes": [{"name": "tmp"}]}}, "spec.template.volumes: the names tmp, dshm"),
+        (
+            {"template": {"volumeMounts": [{"name": "x", "mountPath": "/nora-models/"}]}},
+            "spec.template.volumeMounts: /tmp, /dev/shm, /nora-models are the Job's own",
+        ),
     ],
 )
 def test_invalid_specs_name_the_field(spec: dict[str, Any], expected: str) -> None:
@@ -109,3 +133,14 @@ def test_genome_task_round_trips_as_camel_case_json() -> None:
     assert GenomeTask.model_validate_json(task.model_dump_json(by_alias=True)) == task
     assert task.effective_training().beta == 0.2
     assert task.to_json_dict()["baseModel"]["uri"] == "file:///m"
+
+
+def test_all_linear_is_accepted_as_peft_accepts_it() -> None:
+    spec = parse_population(manifest(adapter={"targetModules": ["all-linear"]})).spec
+    assert spec.adapter.target_modules == ["all-linear"]
+    assert parse_population(manifest()).spec.adapter.target_modules == [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+    ]

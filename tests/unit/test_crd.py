@@ -105,6 +105,9 @@ def _violations() -> dict[str, dict[str, Any]]:
         ".crossover.method": {"crossover": {"method": "ties"}},
         ".fitness.goal": {"fitness": {"metric": "irpo_loss"}},
         ".storage.secretRef": {"storage": {"secretRef": {"name": "s3"}}},
+        ".workloadPriorityClassName": {"workloadPriorityClassName": "high"},
+        ".modelCache": {"modelCache": {"storageClassName": "fast", "claimName": "models"}},
+        ".baseModel.uri": {"baseModel": {"uri": "file:///models/m"}, "modelCache": {"claimName": "models"}},
         ".strategy.bounds": {"strategy": {"bounds": [0.5, 1.5]}},
         ".strategy.layers": {"strategy": {"layers": 2}},
     }

@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
-from trl.trainer.dpo_trainer import DPOTrainer
 
 from nora.genetics import Genome, init_genome, make_generator, save_genome
 from nora.trainer import models
-from nora.trainer.evaluate import PairLogps, encode_pair, irpo_loss, pair_logps
+from nora.trainer.evaluate import PairLogps, irpo_loss, pair_logps
 from nora.trainer.irpo_config import BaseModelRef, IrpoConfig
-from nora.trainer.irpo_trainer import Pair, dpo_config, pairs_dataset
+from nora.trainer.irpo_trainer import Pair, PretokenizedDPOTrainer, dpo_config, pairs_dataset
+from nora.trainer.targets import resolve_targets
+from nora.trainer.tokens import encode_pair
 from tests.unit.test_trainer_models import build_tiny_llama
 
 PAIRS = [
@@ -85,13 +86,13 @@ def test_trl_loss_on_a_fixed_batch_equals_the_hand_computation(tiny_model_dir: P
         models.ModelSource(str(tiny_model_dir), None, True), BaseModelRef(uri=str(tiny_model_dir))
     )
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    shapes = models.target_shapes(base, ("q_proj", "v_proj"))
+    shapes = resolve_targets(base, ("q_proj", "v_proj")).shapes
     start = init_genome(
         shapes, 4, 8.0, make_generator(3), b_std=0.05, config={"target_modules": ["q_proj", "v_proj"]}
     )
     model = models.attach_genome(base, start, 0.0, tmp_path)
     config = IrpoConfig(beta=BETA, nll_weight=NLL_WEIGHT, max_steps=1, batch_size=len(PAIRS))
-    trainer = DPOTrainer(
+    trainer = PretokenizedDPOTrainer(
         model=model,
         args=dpo_config(config, tmp_path / "dpo", 0.0),
         train_dataset=pairs_dataset(PAIRS, tokenizer),
@@ -122,14 +123,14 @@ def test_trl_loss_on_a_fixed_batch_equals_the_hand_computation(tiny_model_dir: P
     assert ours.pairs == len(PAIRS)
 
 
-def test_our_tokenization_of_pairs_matches_trl(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_trl_trains_on_our_tokenization_of_pairs(tiny_model_dir: Path, tmp_path: Path) -> None:
     tokenizer = models.load_tokenizer(
         models.ModelSource(str(tiny_model_dir), None, True), BaseModelRef(uri=str(tiny_model_dir))
     )
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    start = init_genome(models.target_shapes(base, ("q_proj",)), 2, 4.0, make_generator(0))
+    start = init_genome(resolve_targets(base, ("q_proj",)).shapes, 2, 4.0, make_generator(0))
     model = models.attach_genome(base, replace(start, config={"target_modules": ["q_proj"]}), 0.0, tmp_path)
-    trainer = DPOTrainer(
+    trainer = PretokenizedDPOTrainer(
         model=model,
         args=dpo_config(IrpoConfig(max_steps=1), tmp_path / "dpo", 0.0),
         train_dataset=pairs_dataset(PAIRS, tokenizer),
@@ -139,7 +140,7 @@ def test_our_tokenization_of_pairs_matches_trl(tiny_model_dir: Path, tmp_path: P
         row = trainer.train_dataset[index]
         prompt, chosen, rejected = encode_pair(tokenizer, pair)
         assert (row["prompt_ids"], row["chosen_ids"], row["rejected_ids"]) == (prompt, chosen, rejected)
-        assert chosen[-1] == tokenizer.eos_token_id  # TRL appends EOS to every completion
+        assert chosen[-1] == tokenizer.eos_token_id  # every completion ends with EOS
 
 
 def test_irpo_loss_of_identical_policy_and_reference_is_log2_plus_nll() -> None:

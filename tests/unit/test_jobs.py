@@ -74,9 +74,10 @@ def test_retries_deadlines_and_disruptions() -> None:
     assert spec["suspend"] is False
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
-    assert rules[1]["action"] == "FailJob"
-    assert rules[1]["onExitCodes"]["values"] == [2]
+    assert (rules[1]["action"], rules[1]["onExitCodes"]["values"]) == ("Ignore", [143])
+    assert (rules[2]["action"], rules[2]["onExitCodes"]["values"]) == ("FailJob", [2])
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    assert spec["template"]["spec"]["terminationGracePeriodSeconds"] == 120
 
 
 def test_the_container_runs_the_trainer_on_its_task_with_a_restricted_context() -> None:
@@ -194,3 +195,53 @@ def test_a_failed_job_view_has_its_reason_and_duration() -> None:
         "too many",
     )
     assert view.duration == 100.0
+
+
+def test_a_workload_priority_class_is_a_kueue_label_beside_the_queue() -> None:
+    job = _job(_spec(queueName="team-gpus", workloadPriorityClassName="urgent"))
+    labels = job["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "team-gpus"
+    assert labels["kueue.x-k8s.io/priority-class"] == "urgent"
+    assert "kueue.x-k8s.io/priority-class" not in job["spec"]["template"]["metadata"]["labels"]
+    assert "priorityClassName" not in job["spec"]["template"]["spec"]
+
+
+def _cache_mounts(pod: dict[str, Any]) -> tuple[list[Any], list[Any], dict[str, str]]:
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value", "") for e in container["env"]}
+    return pod["volumes"], container["volumeMounts"], env
+
+
+def test_without_a_model_cache_a_job_has_only_its_scratch_volumes() -> None:
+    volumes, mounts, env = _cache_mounts(_job(_spec())["spec"]["template"]["spec"])
+    assert [v["name"] for v in volumes] == ["tmp", "dshm"]
+    assert [m["name"] for m in mounts] == ["tmp", "dshm"]
+    assert "NORA_MODEL_CACHE" not in env
+    assert "HF_HUB_OFFLINE" not in env
+
+
+@pytest.mark.parametrize(
+    ("cache", "claim"),
+    [({"storageClassName": "fast"}, "evo-model-cache"), ({"claimName": "shared-models"}, "shared-models")],
+)
+def test_a_model_cache_is_mounted_read_only_and_the_trainer_stays_offline(
+    cache: dict[str, str], claim: str
+) -> None:
+    spec = _spec(baseModel={"uri": "s3://models/llama/"}, modelCache=cache)
+    volumes, mounts, env = _cache_mounts(_job(spec)["spec"]["template"]["spec"])
+    assert {
+        "name": "nora-model-cache",
+        "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+    } in volumes
+    assert {"name": "nora-model-cache", "mountPath": "/nora-models", "readOnly": True} in mounts
+    assert (env["NORA_MODEL_CACHE"], env["HF_HUB_OFFLINE"]) == ("/nora-models", "1")
+
+
+def test_template_volumes_and_mounts_pass_through() -> None:
+    volume = {"name": "weights", "persistentVolumeClaim": {"claimName": "llama", "readOnly": True}}
+    mount = {"name": "weights", "mountPath": "/models", "readOnly": True}
+    template = {"volumes": [volume], "volumeMounts": [mount], "terminationGracePeriodSeconds": 300}
+    pod = _job(_spec(template=template))["spec"]["template"]["spec"]
+    volumes, mounts, _ = _cache_mounts(pod)
+    assert (volumes[-1], mounts[-1]) == (volume, mount)
+    assert pod["terminationGracePeriodSeconds"] == 300

@@ -45,6 +45,7 @@ class FakeExecutor:
     always_fail: set[str] = field(default_factory=set)
     fail_first: set[str] = field(default_factory=set)
     bad_input: set[str] = field(default_factory=set)
+    preempt_first: set[str] = field(default_factory=set)
     interrupt_after: int | None = None
     started: Counter[str] = field(default_factory=Counter)
 
@@ -52,6 +53,10 @@ class FakeExecutor:
         if self.interrupt_after is not None and sum(self.started.values()) >= self.interrupt_after:
             raise KeyboardInterrupt
         self.started[launch.genome] += 1
+        if launch.genome in self.preempt_first and self.started[launch.genome] == 1:
+            return _Done(
+                Outcome(exit_code=contract.EXIT_PREEMPTED, summary=None, reason="preempted (SIGTERM)")
+            )
         if launch.genome in self.bad_input:
             reason = f"{contract.ERROR_PREFIX}baseModel.uri: no tokenizer files"
             return _Done(Outcome(exit_code=contract.EXIT_INPUT_ERROR, summary=None, reason=reason))
@@ -150,3 +155,10 @@ def test_bad_input_is_never_retried(tmp_path: Path) -> None:
     failed = state.generations[0].result("quick-g0-1")
     assert (failed.phase, failed.attempts, trainer.started["quick-g0-1"]) == ("Failed", 1, 1)
     assert "baseModel.uri: no tokenizer files" in failed.message
+
+
+def test_a_preempted_attempt_does_not_count(tmp_path: Path) -> None:
+    trainer = FakeExecutor(preempt_first={"quick-g0-1"})
+    state = drive(tmp_path, trainer, population(retries={"backoffLimit": 0}))
+    resumed = state.generations[0].result("quick-g0-1")
+    assert (resumed.phase, resumed.attempts, trainer.started["quick-g0-1"]) == ("Succeeded", 1, 2)

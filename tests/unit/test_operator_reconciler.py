@@ -203,3 +203,56 @@ def test_a_failing_pass_backs_off_writes_its_error_once_and_clears_it_when_fixed
     ready = next(c for c in status(cluster)["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Accepted")
     assert cluster.created_jobs
+
+
+def test_genome_jobs_wait_for_the_model_cache_and_its_failure_fails_the_population(
+    world: tuple[FakeCluster, LocalStore],
+) -> None:
+    cluster, store = world
+    cache = {"storageClassName": "fast", "size": "20Gi"}
+    cluster.add("Population", population(baseModel={"uri": "s3://models/base/"}, modelCache=cache))
+    operator = reconciler(cluster, store)
+    for _ in range(2):  # the index has not seen the initializer yet: created once, nothing else
+        operator.reconcile(REF, cluster.views())
+    assert list(cluster.created_jobs) == ["evo-model-init"]
+    claim = cluster.objects[("PersistentVolumeClaim", NS, "evo-model-cache")]
+    assert (claim["spec"]["storageClassName"], claim["spec"]["resources"]["requests"]["storage"]) == (
+        "fast",
+        "20Gi",
+    )
+    init = cluster.jobs()["evo-model-init"]
+    assert init["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == [
+        "s3://models/base/",
+        "/nora-models",
+    ]
+    fetching = next(c for c in status(cluster)["conditions"] if c["type"] == "ModelCacheReady")
+    assert (fetching["status"], fetching["reason"]) == ("False", "Fetching")
+
+    init["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    operator.reconcile(REF, cluster.views())
+    genome = cluster.jobs()["evo-g0-0"]
+    volumes = {v["name"]: v for v in genome["spec"]["template"]["spec"]["volumes"]}
+    assert any(
+        v.get("persistentVolumeClaim", {}).get("claimName") == "evo-model-cache" for v in volumes.values()
+    )
+    mounts = genome["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert any(m["mountPath"] == "/nora-models" and m.get("readOnly") for m in mounts)
+    ready = next(c for c in status(cluster)["conditions"] if c["type"] == "ModelCacheReady")
+    assert (ready["status"], ready["reason"]) == ("True", "Ready")
+
+    other = FakeCluster()
+    other.add(
+        "Population", population(baseModel={"uri": "s3://models/base/"}, modelCache={"claimName": "mine"})
+    )
+    reconciler(other, store).reconcile(REF, other.views())
+    assert not [k for k in other.objects if k[0] == "PersistentVolumeClaim"]  # the user's claim, not ours
+    other.jobs()["evo-model-init"]["status"] = {
+        "failed": 1,
+        "conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}],
+    }
+    other.failure_messages["evo-model-init"] = "nora train: error: baseModel.uri: no such object"
+    reconciler(other, store).reconcile(REF, other.views())
+    final = dict(population_status(other, REF))
+    assert (final["phase"], final["reason"]) == ("Failed", "ModelCacheFailed")
+    assert "baseModel.uri: no such object" in final["message"]
+    assert list(other.created_jobs) == ["evo-model-init"]

@@ -27,7 +27,7 @@ from nora.genetics import load_genome
 from nora.toy.cache import read_toy_info
 from nora.toy.data import extract_answer, read_jsonl, write_dataset
 from nora.toy.model import build_toy_model
-from nora.trainer import pipeline
+from nora.trainer import checkpoint
 from nora.trainer.entrypoint import main
 
 pytestmark = pytest.mark.slow
@@ -244,7 +244,7 @@ def test_a_failed_training_leaves_no_adapter(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("out of memory\nwhile training")
 
-    monkeypatch.setattr(pipeline, "train_dpo", broken)
+    monkeypatch.setattr(checkpoint, "train_dpo", broken)
     code, _, err = run_main(genome_json(tmp_path, toy_dir, data), capsys)
     assert code == 1
     assert err.strip().splitlines()[-1] == "nora train: error: RuntimeError: out of memory while training"

@@ -13,6 +13,7 @@ from nora.toy.tokenizer import build_tokenizer, toy_alphabet
 from nora.trainer import models
 from nora.trainer.errors import TrainerInputError
 from nora.trainer.irpo_config import AdapterRef, BaseModelRef
+from nora.trainer.targets import resolve_targets
 
 
 def build_tiny_llama(folder: Path, hidden: int = 32) -> Path:
@@ -45,18 +46,16 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_model_uris_resolve_to_where_from_pretrained_reads(tmp_path: Path, tiny: Path) -> None:
-    assert models.resolve_model("hf://org/name@v1.0", tmp_path) == models.ModelSource(
-        "org/name", "v1.0", False
-    )
-    assert models.resolve_model("hf://org/name", tmp_path).revision is None
-    assert models.resolve_model(tiny.as_uri(), tmp_path) == models.ModelSource(str(tiny), None, True)
-    assert models.resolve_model(str(tiny), tmp_path).local
+    assert models.resolve_model("hf://org/name@v1.0") == models.ModelSource("org/name", "v1.0", False)
+    assert models.resolve_model("hf://org/name").revision is None
+    assert models.resolve_model(tiny.as_uri()) == models.ModelSource(str(tiny), None, True)
+    assert models.resolve_model(str(tiny)).local
     with pytest.raises(TrainerInputError, match="toy:// is resolved"):
-        models.resolve_model("toy://default", tmp_path)
+        models.resolve_model("toy://default")
     with pytest.raises(TrainerInputError, match="not a model folder"):
-        models.resolve_model((tmp_path / "absent").as_uri(), tmp_path)
+        models.resolve_model((tmp_path / "absent").as_uri())
     with pytest.raises(TrainerInputError, match="names no model"):
-        models.resolve_model("hf://", tmp_path)
+        models.resolve_model("hf://")
 
 
 def test_a_folder_with_only_pickled_weights_is_refused(tmp_path: Path, tiny: Path) -> None:
@@ -65,7 +64,7 @@ def test_a_folder_with_only_pickled_weights_is_refused(tmp_path: Path, tiny: Pat
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_bytes((tiny / name).read_bytes())
     torch.save(AutoModelForCausalLM.from_pretrained(tiny).state_dict(), folder / "pytorch_model.bin")
-    source = models.resolve_model(str(folder), tmp_path)
+    source = models.resolve_model(str(folder))
     with pytest.raises(TrainerInputError, match=r"baseModel\.uri: cannot load"):
         models.load_base_model(source, BaseModelRef(uri=str(folder)))
 
@@ -73,28 +72,29 @@ def test_a_folder_with_only_pickled_weights_is_refused(tmp_path: Path, tiny: Pat
 def test_fresh_adapter_is_seeded_and_covers_the_target_modules(tiny: Path) -> None:
     base = AutoModelForCausalLM.from_pretrained(tiny)
     adapter = AdapterRef(rank=3, alpha=6.0, target_modules=("q_proj", "o_proj"))
-    genome = models.fresh_genome(base, adapter, seed=9, base_uri="file:///m")
+    targets = resolve_targets(base, adapter.target_modules)
+    genome = models.fresh_genome(targets, adapter, seed=9, base_uri="file:///m")
     assert sorted(genome.modules) == ["model.layers.0.self_attn.o_proj", "model.layers.0.self_attn.q_proj"]
     assert all(m.rank == 3 and float(m.b.abs().max()) == 0.0 for m in genome.modules.values())
-    again = models.fresh_genome(base, adapter, seed=9, base_uri="file:///m")
+    again = models.fresh_genome(targets, adapter, seed=9, base_uri="file:///m")
     assert all(torch.equal(genome.modules[n].a, again.modules[n].a) for n in genome.modules)
     expected = init_genome(
-        models.target_shapes(base, ("q_proj", "o_proj")),
+        resolve_targets(base, ("q_proj", "o_proj")).shapes,
         3,
         6.0,
         make_generator(derive_seed(9, "fresh-adapter")),
     )
     assert all(torch.equal(genome.modules[n].a, expected.modules[n].a) for n in genome.modules)
     assert genome.config["target_modules"] == ["o_proj", "q_proj"]
-    with pytest.raises(TrainerInputError, match="gate_projj match no Linear"):
-        models.target_shapes(base, ("q_proj", "gate_projj"))
+    with pytest.raises(TrainerInputError, match="gate_projj matches no module"):
+        resolve_targets(base, ("q_proj", "gate_projj"))
 
 
 def test_an_adapter_for_another_base_model_is_refused(tmp_path: Path, tiny: Path) -> None:
     other = build_tiny_llama(tmp_path / "wider", hidden=48)
     wide_base = AutoModelForCausalLM.from_pretrained(other)
     foreign = init_genome(
-        models.target_shapes(wide_base, ("q_proj",)),
+        resolve_targets(wide_base, ("q_proj",)).shapes,
         2,
         4.0,
         make_generator(0),
@@ -108,7 +108,7 @@ def test_an_adapter_for_another_base_model_is_refused(tmp_path: Path, tiny: Path
 def test_attached_adapter_round_trips_and_trains_only_default(tmp_path: Path, tiny: Path) -> None:
     base = AutoModelForCausalLM.from_pretrained(tiny)
     start = init_genome(
-        models.target_shapes(base, ("v_proj",)),
+        resolve_targets(base, ("v_proj",)).shapes,
         2,
         4.0,
         make_generator(1),

@@ -13,6 +13,7 @@ from nora.genetics.projection import ProjectionSpec, project_module
 from nora.trainer import models
 from nora.trainer.errors import TrainerInputError
 from nora.trainer.irpo_config import AdapterRef
+from nora.trainer.targets import resolve_targets
 from tests.unit.test_trainer_models import build_tiny_llama
 
 PROJECTION = ProjectionSpec(seed=11, dimension=6, rank=2, alpha=4.0, sigma=0.5, scale=0.1)
@@ -28,7 +29,9 @@ def test_a_point_record_projects_onto_every_target_module(tmp_path: Path) -> Non
     (start / POINT_FILE).write_bytes(record.dumps())
     loaded = models.point_record(start.as_uri())
     assert loaded == record
-    genome = models.projected_genome(model, ADAPTER, loaded, "file:///models/tiny")
+    genome = models.projected_genome(
+        resolve_targets(model, tuple(ADAPTER.target_modules)), ADAPTER, loaded, "file:///models/tiny"
+    )
     assert sorted(genome.modules) == [
         "model.layers.0.self_attn.q_proj",
         "model.layers.0.self_attn.v_proj",
@@ -46,7 +49,9 @@ def test_a_layered_record_that_misses_a_layer_is_bad_input(tmp_path: Path) -> No
     model = AutoModelForCausalLM.from_pretrained(build_tiny_llama(tmp_path / "tiny"))
     record = PointRecord(PROJECTION, (), layered=True)
     with pytest.raises(TrainerInputError, match=r"spec\.strategy\.layers: 0 layers"):
-        models.projected_genome(model, ADAPTER, record, "file:///models/tiny")
+        models.projected_genome(
+            resolve_targets(model, tuple(ADAPTER.target_modules)), ADAPTER, record, "file:///models/tiny"
+        )
     (tmp_path / POINT_FILE).write_text("{}")
     with pytest.raises(TrainerInputError, match="not a point record"):
         models.point_record(tmp_path.as_uri())

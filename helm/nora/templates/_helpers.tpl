@@ -158,6 +158,10 @@ writes its progress to the status). Shared by the ClusterRole and the per-namesp
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch, create]
+# The model cache volume of a Population with spec.modelCache.storageClassName (owned by the Population).
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [create]
 # The termination message of a failed genome's Pod.
 - apiGroups: [""]
   resources: [pods]

@@ -4,12 +4,11 @@
 peering CRDs (``kopf.dev_peerings.yaml``) into both ``crds/`` and the Helm chart's ``helm/nora/crds/``;
 ``python -m nora.api.crd --check`` exits 1 when either folder differs from what is generated (CI runs it).
 
-The pydantic JSON Schema of each model is turned into a structural OpenAPI v3 schema: ``$ref`` inlined,
-``Optional`` unwrapped, tuples as fixed-length arrays, free-form objects marked
-``x-kubernetes-preserve-unknown-fields``, defaults (including those of ``default_factory``) kept for the
-Population spec so the apiserver fills them in. What JSON Schema cannot carry comes from the tables
-below: URI patterns, list-map keys, and the CEL rules (``x-kubernetes-validations``) that mirror the
-cross-field rules of :func:`nora.api.population.semantic_problems`, with the same messages.
+Each model's schema comes from :func:`nora.api.openapi.model_schema` (pydantic's JSON Schema made a
+structural OpenAPI v3 schema, defaults kept for the Population spec so the apiserver fills them in). What
+JSON Schema cannot carry comes from the tables below: URI patterns, list-map keys, and the CEL rules
+(``x-kubernetes-validations``) that mirror the cross-field rules of
+:func:`nora.api.population.semantic_problems`, with the same messages.
 """
 
 from __future__ import annotations
@@ -18,16 +17,13 @@ import argparse
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import yaml
-from pydantic import BaseModel
-from pydantic.json_schema import GenerateJsonSchema, NoDefault
-from pydantic_core import core_schema
 
 from nora.api.base import API_GROUP, API_VERSION
 from nora.api.generation import GenerationSpec, GenerationStatus
 from nora.api.manifest import MAX_NAME_LENGTH
+from nora.api.openapi import Schema, model_schema
 from nora.api.population import (
     DATA_URI_SCHEMES,
     EQUAL_RANK_CROSSOVERS,
@@ -37,14 +33,9 @@ from nora.api.population import (
 from nora.api.status import PopulationStatus
 from nora.api.strategy import STRATEGY_RULES
 
-Schema = dict[str, Any]
 HEADER = "# Generated from the nora.api models by `python -m nora.api.crd`; do not edit by hand.\n"
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DIRS = (REPO_ROOT / "crds", REPO_ROOT / "helm" / "nora" / "crds")
-KEPT_KEYS = (
-    "type", "description", "default", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-    "minLength", "maxLength", "pattern", "minItems", "maxItems", "maxProperties", "format",
-)  # fmt: skip
 
 
 def _scheme_pattern(schemes: tuple[str, ...]) -> str:
@@ -94,10 +85,22 @@ FITNESS_AND_STORAGE_RULES = (
      "credentials are given but spec.storage.bucket is not set", ".storage.secretRef"),
 )  # fmt: skip
 
+CLUSTER_RULES = (
+    ("!has(self.workloadPriorityClassName) || has(self.queueName)",
+     "Kueue ranks only the Jobs it queues; set spec.queueName too", ".workloadPriorityClassName"),
+    ("!has(self.modelCache) || has(self.modelCache.storageClassName) != has(self.modelCache.claimName)",
+     "set exactly one of storageClassName (the operator creates the PVC) or claimName (an existing PVC)",
+     ".modelCache"),
+    ("!has(self.modelCache) || self.baseModel.uri.startsWith('s3://') || self.baseModel.uri.startsWith('hf://')",
+     "spec.modelCache fetches only s3:// or hf:// models; mount a volume with spec.template.volumes and "
+     "use file:// instead", ".baseModel.uri"),
+)  # fmt: skip
+"""Kueue priority and the model cache (volume names are checked by the operator: CEL cannot read them)."""
+
 
 def population_spec_rules() -> list[Schema]:
     """CEL rules on ``spec`` mirroring :func:`nora.api.population.semantic_problems`."""
-    tables = (SIZE_RULES, BREEDING_RULES, FITNESS_AND_STORAGE_RULES, STRATEGY_RULES)
+    tables = (SIZE_RULES, BREEDING_RULES, FITNESS_AND_STORAGE_RULES, CLUSTER_RULES, STRATEGY_RULES)
     return [_rule(*rule) for table in tables for rule in table]
 
 
@@ -134,103 +137,6 @@ KOPF_STATUS: Schema = {
     "description": "Written by the kopf framework (handler progress); kept as is.",
     "x-kubernetes-preserve-unknown-fields": True,
 }
-
-
-class _FactoryDefaults(GenerateJsonSchema):
-    """Pydantic's generator, also emitting the values of ``default_factory`` as defaults."""
-
-    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
-        factory = schema.get("default_factory")
-        if factory is not None and not schema.get("default_factory_takes_data"):
-            return factory()  # type: ignore[call-arg]
-        return schema.get("default", NoDefault)
-
-
-def _resolve(node: Any, defs: Mapping[str, Schema]) -> Any:
-    if isinstance(node, dict):
-        if "$ref" in node:
-            target = defs[node["$ref"].rsplit("/", 1)[-1]]
-            merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-            return _resolve(merged, defs)
-        return {key: _resolve(value, defs) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_resolve(item, defs) for item in node]
-    return node
-
-
-def _unwrap_optional(node: Schema) -> Schema:
-    variants = [v for v in node.get("anyOf", []) if v.get("type") != "null"]
-    if "anyOf" not in node or len(variants) != 1:
-        return node
-    merged = {**variants[0], **{k: v for k, v in node.items() if k != "anyOf"}}
-    if merged.get("default", 0) is None:
-        del merged["default"]
-    return merged
-
-
-def _exclusive_bounds(node: Schema, out: Schema) -> None:
-    """JSON Schema 2020-12 numeric exclusive bounds to OpenAPI v3.0 boolean ones."""
-    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
-            out[plain] = node[bound]
-            out[bound] = True
-
-
-def _array(node: Schema, with_defaults: bool) -> Schema:
-    out: Schema = {"type": "array"}
-    if "prefixItems" in node:  # a fixed-length tuple of one item type
-        out["items"] = _convert(node["prefixItems"][0], with_defaults)
-        out["minItems"] = out["maxItems"] = len(node["prefixItems"])
-    else:
-        out["items"] = _convert(node.get("items", {}), with_defaults)
-    return out
-
-
-def _object(node: Schema, with_defaults: bool) -> Schema:
-    out: Schema = {"type": "object"}
-    properties = node.get("properties")
-    extra = node.get("additionalProperties")
-    if properties is not None:
-        out["properties"] = {k: _convert(v, with_defaults) for k, v in properties.items()}
-        if node.get("required"):
-            out["required"] = list(node["required"])
-    elif isinstance(extra, dict) and extra:
-        out["additionalProperties"] = _convert(extra, with_defaults)
-    else:
-        out["x-kubernetes-preserve-unknown-fields"] = True
-    return out
-
-
-def _convert(node: Schema, with_defaults: bool) -> Schema:
-    node = _unwrap_optional(node)
-    if node.get("type") == "object" or "properties" in node:
-        out = _object(node, with_defaults)
-    elif node.get("type") == "array":
-        out = _array(node, with_defaults)
-    else:
-        out = {}
-    for key in KEPT_KEYS:
-        if key in node and key not in out:
-            out[key] = node[key]
-    if "const" in node:
-        out["enum"] = [node["const"]]
-    _exclusive_bounds(node, out)
-    if "description" in out:
-        text = " ".join(str(out["description"]).split("\n\n")[0].split())
-        out["description"] = text.replace("``", "`")
-    default = out.get("default")
-    if not with_defaults or default in ([], {}) or default is None:
-        out.pop("default", None)
-    elif isinstance(default, dict) and "properties" in out:
-        out["default"] = {}  # the nested defaults fill it in
-    return out
-
-
-def model_schema(model: type[BaseModel], with_defaults: bool) -> Schema:
-    """The structural OpenAPI v3 schema of ``model``."""
-    raw = model.model_json_schema(by_alias=True, mode="validation", schema_generator=_FactoryDefaults)
-    resolved = _resolve({k: v for k, v in raw.items() if k != "$defs"}, raw.get("$defs", {}))
-    return _convert(resolved, with_defaults)
 
 
 def _apply_extras(schema: Schema, extras: Mapping[str, Schema]) -> Schema:

@@ -14,7 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field
 
 from nora.api.base import ApiModel
-from nora.api.defaults import DEFAULT_ANSWER_PATTERN, DEFAULT_PROMPT_TEMPLATE
+from nora.api.defaults import (
+    ALL_LINEAR,
+    DEFAULT_ANSWER_PATTERN,
+    DEFAULT_PROMPT_TEMPLATE,
+    DEFAULT_TARGET_MODULES,
+)
 from nora.api.strategy import StrategySpec, strategy_problems
 
 MODEL_URI_SCHEMES = ("hf://", "s3://", "file://", "toy://")
@@ -47,9 +52,22 @@ def _has_question_slot(value: str) -> str:
     return value
 
 
+def _target_modules(value: list[str]) -> list[str]:
+    if ALL_LINEAR in value and len(value) > 1:
+        raise ValueError(f"{ALL_LINEAR} stands alone (it means every Linear module but lm_head)")
+    if any(not name.strip() for name in value):
+        raise ValueError("module names must not be empty")
+    if any(name == "lm_head" or name.endswith(".lm_head") for name in value):
+        raise ValueError("must not contain lm_head (TRL computes log-probs from lm_head.weight directly)")
+    return value
+
+
 ModelUri = Annotated[str, _uri_check(MODEL_URI_SCHEMES)]
 DataUri = Annotated[str, _uri_check(DATA_URI_SCHEMES)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+TargetModules = Annotated[list[str], Field(min_length=1), AfterValidator(_target_modules)]
+"""Linear module names as PEFT matches them (``q_proj``, ``shared_expert.gate_proj``), or ``[all-linear]``."""
+AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
 
 
 class BaseModelSpec(ApiModel):
@@ -94,7 +112,11 @@ class SelectionSpec(ApiModel):
 
 
 class CrossoverSpecModel(ApiModel):
-    """Crossover method and parameters (see ``nora.genetics.crossover``)."""
+    """Crossover method and parameters (see ``nora.genetics.crossover``).
+
+    ``allowMixedBaseModels`` lets parents whose adapters name different base models breed (refused by
+    default: equal shapes do not make two base models the same).
+    """
 
     method: Literal["nora", "linear", "svd", "ties", "dare", "slerp", "blx"] = "nora"
     probability: Probability = 0.9
@@ -102,6 +124,7 @@ class CrossoverSpecModel(ApiModel):
     rank: Annotated[int, Field(ge=1)] | None = None
     density: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     blx_alpha: Annotated[float, Field(ge=0.0)] = 0.5
+    allow_mixed_base_models: bool = False
 
 
 class MutationSpecModel(ApiModel):
@@ -124,9 +147,7 @@ class AdapterSpec(ApiModel):
     initial_rank: Annotated[int, Field(ge=1, le=1024)] = 8
     alpha: Annotated[float, Field(gt=0.0)] = 16.0
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    target_modules: Annotated[list[str], Field(min_length=1)] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
-    )
+    target_modules: TargetModules = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
 
 
 class SeedAdapter(ApiModel):
@@ -184,6 +205,35 @@ class TemplateSpec(ApiModel):
     priority_class_name: str | None = None
     service_account_name: str | None = None
     env: list[dict[str, Any]] = Field(default_factory=list)
+    volumes: list[dict[str, Any]] = Field(default_factory=list)
+    """Pod volumes added as given (e.g. a PVC that already holds the model, loaded with ``file://``)."""
+    volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
+    """Mounts of those volumes in the trainer container, added as given."""
+    termination_grace_period_seconds: Annotated[int, Field(ge=1, le=3600)] = 120
+    """Time a stopped Pod has to checkpoint (preemption, Kueue suspension, node drain) before SIGKILL."""
+
+
+RESERVED_VOLUMES = ("tmp", "dshm", "nora-model-cache")
+"""Volume names the genome Job defines itself."""
+RESERVED_MOUNT_PATHS = ("/tmp", "/dev/shm", "/nora-models")
+"""Mount paths the genome Job uses itself."""
+
+
+class ModelCacheSpec(ApiModel):
+    """Fetch an ``s3://`` or ``hf://`` base model once into a volume that every genome Job mounts read-only.
+
+    Set ``storageClassName`` and the operator creates the PVC ``<population>-model-cache`` (``size``,
+    ``accessModes``; use ReadWriteMany or ReadOnlyMany when genome Jobs run on several nodes), or set
+    ``claimName`` to use an existing PVC. A model-initializer Job writes the model into it once, before
+    generation 0; genome Jobs then load it offline.
+    """
+
+    storage_class_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    claim_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    size: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")] = "50Gi"
+    access_modes: Annotated[list[AccessMode], Field(min_length=1)] = Field(
+        default_factory=lambda: list[AccessMode](["ReadWriteOnce"])
+    )
 
 
 class RetriesSpec(ApiModel):
@@ -212,6 +262,9 @@ class PopulationSpec(ApiModel):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     template: TemplateSpec = Field(default_factory=TemplateSpec)
     queue_name: str | None = None
+    workload_priority_class_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    """A Kueue WorkloadPriorityClass for the genome Jobs (label ``kueue.x-k8s.io/priority-class``)."""
+    model_cache: ModelCacheSpec | None = None
     parallelism: Annotated[int, Field(ge=1, le=10000)] = 4
     retries: RetriesSpec = Field(default_factory=RetriesSpec)
     active_deadline_seconds: Annotated[int, Field(ge=60)] = 21600
@@ -296,12 +349,43 @@ def _fitness_and_storage_problems(spec: PopulationSpec) -> list[tuple[bool, str]
     ]
 
 
+def _cluster_problems(spec: PopulationSpec) -> list[tuple[bool, str]]:
+    cache, template = spec.model_cache, spec.template
+    volume_names = [str(volume.get("name")) for volume in template.volumes]
+    mount_paths = [str(mount.get("mountPath", "")).rstrip("/") for mount in template.volume_mounts]
+    return [
+        (
+            spec.workload_priority_class_name is not None and spec.queue_name is None,
+            "spec.workloadPriorityClassName: Kueue ranks only the Jobs it queues; set spec.queueName too",
+        ),
+        (
+            cache is not None and (cache.storage_class_name is None) == (cache.claim_name is None),
+            "spec.modelCache: set exactly one of storageClassName (the operator creates the PVC) "
+            "or claimName (an existing PVC)",
+        ),
+        (
+            cache is not None and not spec.base_model.uri.startswith(("s3://", "hf://")),
+            "spec.baseModel.uri: spec.modelCache fetches only s3:// or hf:// models; "
+            "mount a volume with spec.template.volumes and use file:// instead",
+        ),
+        (
+            any(name in RESERVED_VOLUMES for name in volume_names),
+            f"spec.template.volumes: the names {', '.join(RESERVED_VOLUMES)} are the Job's own; rename yours",
+        ),
+        (
+            any(path in RESERVED_MOUNT_PATHS for path in mount_paths),
+            f"spec.template.volumeMounts: {', '.join(RESERVED_MOUNT_PATHS)} are the Job's own mount paths",
+        ),
+    ]
+
+
 def semantic_problems(spec: PopulationSpec) -> list[str]:
     """Cross-field rules, each problem as ``spec.<path>: <what is wrong and the fix>``."""
     rules = [
         *_selection_problems(spec),
         *_breeding_problems(spec),
         *_fitness_and_storage_problems(spec),
+        *_cluster_problems(spec),
         *strategy_problems(spec),
     ]
     problems = [message for broken, message in rules if broken]

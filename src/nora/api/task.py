@@ -12,7 +12,8 @@ from typing import Annotated
 from pydantic import Field
 
 from nora.api.base import ApiModel
-from nora.api.population import BaseModelSpec, DatasetSpec, FitnessSpec, TrainingSpec
+from nora.api.defaults import DEFAULT_TARGET_MODULES
+from nora.api.population import BaseModelSpec, DatasetSpec, FitnessSpec, TargetModules, TrainingSpec
 
 GENOME_TASK_FILE = "genome.json"
 """The task's file name inside a genome's store folder."""
@@ -28,7 +29,7 @@ class AdapterSource(ApiModel):
     rank: Annotated[int, Field(ge=1, le=1024)] = 8
     alpha: Annotated[float, Field(gt=0.0)] = 16.0
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: TargetModules = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES))
 
 
 class GenomeTask(ApiModel):

@@ -43,16 +43,28 @@ def breed(
     temperature: Annotated[float, typer.Option(help="Softmax temperature over fitness.")] = 1.0,
     density: Annotated[float, typer.Option(help="ties/dare: fraction of entries kept.")] = 0.5,
     blx_alpha: Annotated[float, typer.Option(help="blx: range widening.")] = 0.5,
+    allow_mixed_base_models: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mixed-base-models",
+            help="Breed parents whose adapter_config.json name different base models (copies of one model).",
+        ),
+    ] = False,
     seed: SeedOption = 0,
     force: ForceOption = False,
 ) -> None:
-    """Cross two or more parent adapters into one child adapter."""
+    """Cross two or more parent adapters into one child adapter (of one base model unless allowed)."""
     if len(parents) < 2:
         raise GeneticsError(f"--parent: give at least 2 parents, got {len(parents)}")
     if fitness and len(fitness) != len(parents):
         raise GeneticsError(f"--fitness: got {len(fitness)} values for {len(parents)} parents; give one each")
     spec = CrossoverSpec(
-        method=method, temperature=temperature, rank=rank, density=density, blx_alpha=blx_alpha
+        method=method,
+        temperature=temperature,
+        rank=rank,
+        density=density,
+        blx_alpha=blx_alpha,
+        allow_mixed_base_models=allow_mixed_base_models,
     )
     genomes = [load_genome(path) for path in parents]
     child = crossover(genomes, fitness or None, spec, generator_for(seed, "crossover"))

@@ -25,16 +25,10 @@ def plot_lineage(view: RunView, genome: str, path: Path) -> Path:
     height = max([y for _, y in position.values()] + [1])
     figure, axes = plt.subplots(figsize=(2.2 + 1.6 * len(view.generations), 1.5 + 0.5 * height), dpi=100)
     for parent, child in edges:
-        if parent not in position or child not in position:
-            continue
-        origin = records[child][0].origin
-        (x0, y0), (x1, y1) = position[parent], position[child]
-        axes.annotate(
-            "",
-            xy=(x1, y1),
-            xytext=(x0, y0),
-            arrowprops={"arrowstyle": "->", "color": EDGE_COLOURS.get(origin, "grey"), "lw": 1.5},
-        )
+        if parent in position and child in position:
+            colour = EDGE_COLOURS.get(records[child][0].origin, "grey")
+            arrow = {"arrowstyle": "->", "color": colour, "lw": 1.5}
+            axes.annotate("", xy=position[child], xytext=position[parent], arrowprops=arrow)
     for node, (x, y) in position.items():
         plan, result = records[node]
         fitness = "-" if result.fitness is None else f"{result.fitness:.3f}"

@@ -6,6 +6,8 @@
   source of fitness for both drivers) and the last stdout line is the JSON :func:`summary_line`;
 - exit :data:`EXIT_INPUT_ERROR`: the input is wrong (task, data, model, adapter): running it again
   cannot help, so no driver retries it;
+- exit :data:`EXIT_PREEMPTED`: stopped by SIGTERM; a training run saved a checkpoint first, and the
+  next attempt of the same genome resumes from it;
 - any other exit code: a failure that a retry may cure.
 
 On failure the last stderr line is ``ERROR_PREFIX + reason``, also written to the termination message
@@ -22,6 +24,8 @@ from typing import Any
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
 EXIT_INPUT_ERROR = 2
+EXIT_PREEMPTED = 143
+"""Stopped by SIGTERM (preemption, Kueue suspension, node drain) after saving a checkpoint when training."""
 
 ENV_POPULATION = "NORA_POPULATION"
 ENV_GENERATION = "NORA_GENERATION"
@@ -33,6 +37,9 @@ ENV_GENERATION_BATCH_SIZE = "NORA_GENERATION_BATCH_SIZE"
 ENV_TERMINATION_LOG = "NORA_TERMINATION_LOG"
 ENV_DEBUG = "NORA_DEBUG"
 """When set, a failure also prints its traceback to stderr."""
+ENV_MODEL_CACHE = "NORA_MODEL_CACHE"
+"""The folder of fetched base models (``<folder>/<key of the URI>/``): a read-only volume in a genome Job,
+the shared ``$NORA_CACHE_DIR/models`` of local workers when unset."""
 TERMINATION_LOG = "/dev/termination-log"
 ERROR_PREFIX = "nora train: error: "
 

@@ -73,7 +73,12 @@ def crossover_spec(spec: PopulationSpec) -> CrossoverSpec:
     """The genetics library's crossover settings for this population."""
     c = spec.crossover
     return CrossoverSpec(
-        method=c.method, temperature=c.temperature, rank=c.rank, density=c.density, blx_alpha=c.blx_alpha
+        method=c.method,
+        temperature=c.temperature,
+        rank=c.rank,
+        density=c.density,
+        blx_alpha=c.blx_alpha,
+        allow_mixed_base_models=c.allow_mixed_base_models,
     )
 
 

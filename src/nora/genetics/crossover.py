@@ -37,7 +37,13 @@ from nora.genetics.factors import (
     slerp,
     split_singular_values,
 )
-from nora.genetics.genome import Genome, LoraModule, alpha_for_scale, check_same_base
+from nora.genetics.genome import (
+    Genome,
+    LoraModule,
+    alpha_for_scale,
+    check_same_base,
+    check_same_base_model,
+)
 
 CrossoverMethod = Literal["nora", "linear", "svd", "ties", "dare", "slerp", "blx"]
 CROSSOVER_METHODS: tuple[str, ...] = get_args(CrossoverMethod)
@@ -53,6 +59,8 @@ class CrossoverSpec:
         rank: ``svd`` only: the child's rank (default: the largest parent rank).
         density: ``ties``/``dare``: fraction of entries kept.
         blx_alpha: ``blx``: how far beyond the parents' range an entry may fall.
+        allow_mixed_base_models: breed parents whose adapter configs name different base models (for
+            copies of one model under different names); refused by default.
     """
 
     method: CrossoverMethod = "nora"
@@ -60,6 +68,7 @@ class CrossoverSpec:
     rank: int | None = None
     density: float = 0.5
     blx_alpha: float = 0.5
+    allow_mixed_base_models: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in CROSSOVER_METHODS:
@@ -207,6 +216,8 @@ MODULE_CROSSOVERS: dict[str, ModuleCrossover] = {
 def check_crossover_parents(parents: Sequence[Genome], spec: CrossoverSpec) -> None:
     """Raise :class:`IncompatibleParentsError` if ``spec.method`` cannot combine ``parents``."""
     check_same_base(list(parents))
+    if not spec.allow_mixed_base_models:
+        check_same_base_model(list(parents))
     if spec.method == "slerp" and len(parents) != 2:
         raise IncompatibleParentsError(f"slerp crossover interpolates exactly 2 parents, got {len(parents)}")
 
@@ -277,8 +288,9 @@ def crossover(
         The child, with the first parent's config and dtype and inherited hyperparameter genes.
 
     Raises:
-        IncompatibleParentsError: if the parents differ in modules or base shapes, or ranks differ for a
-            method that needs them equal.
+        IncompatibleParentsError: if the parents differ in modules or base shapes, name different base
+            models (unless ``spec.allow_mixed_base_models``), or ranks differ for a method that needs them
+            equal.
     """
     first = parents[0]
     return Genome(

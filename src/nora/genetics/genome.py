@@ -156,6 +156,36 @@ def check_same_base(parents: list[Genome] | tuple[Genome, ...]) -> None:
                 )
 
 
+def base_model_name(genome: Genome) -> str | None:
+    """The base model the adapter names (``base_model_name_or_path``, ``@revision`` when set), if any."""
+    name = genome.config.get("base_model_name_or_path")
+    if not name:
+        return None
+    revision = genome.config.get("revision")
+    return f"{name}@{revision}" if revision else str(name)
+
+
+def check_same_base_model(parents: list[Genome] | tuple[Genome, ...]) -> None:
+    """Require that the parents' adapter configs name the same base model (parents naming none pass).
+
+    Equal shapes do not prove it: Llama-3-8B and Mistral-7B share every shape, and a Qwen2 and a Gemma-2
+    adapter can too. Breeding them silently gives a child that fits either model and suits neither.
+
+    Raises:
+        IncompatibleParentsError: naming both base models and the override.
+    """
+    named = [(index, base_model_name(p)) for index, p in enumerate(parents)]
+    known = [(index, name) for index, name in named if name is not None]
+    for index, name in known[1:]:
+        if name != known[0][1]:
+            raise IncompatibleParentsError(
+                f"parent {known[0][0]} adapts base model {known[0][1]} but parent {index} adapts {name} "
+                "(base_model_name_or_path in adapter_config.json); breed adapters of one base model, or "
+                "allow mixed base models explicitly (nora breed --allow-mixed-base-models, "
+                "spec.crossover.allowMixedBaseModels) when they are copies of the same model"
+            )
+
+
 def init_module(
     out_features: int,
     in_features: int,

@@ -58,8 +58,13 @@ class _Attempt:
 
 
 def retry_or_fail(result: GenomeResult, outcome: Outcome, backoff_limit: int) -> GenomeResult:
-    """A failed attempt: Pending again while retries remain and a retry can help, else Failed."""
+    """A failed attempt: Pending again while retries remain and a retry can help, else Failed.
+
+    A preempted attempt (it checkpointed on SIGTERM) does not count: the next one resumes it.
+    """
     message = ledger.clip(outcome.reason)
+    if outcome.exit_code == contract.EXIT_PREEMPTED:
+        return result.update(phase="Pending", attempts=max(0, result.attempts - 1), message=message)
     if contract.retryable(outcome.exit_code) and result.attempts <= backoff_limit:
         return result.update(phase="Pending", message=message)
     return result.update(phase="Failed", message=message)

@@ -1,8 +1,10 @@
 """Run genomes as ``nora train`` subprocesses: one per worker slot, logs in the run folder.
 
 Children die with the driver (``PR_SET_PDEATHSIG``), so a killed ``nora run`` never leaves a trainer
-writing behind the back of its resumption. With several GPUs each worker slot gets its own
-``CUDA_VISIBLE_DEVICES``; on CPU the cores are shared out through the thread-count variables.
+writing behind the back of its resumption; an interrupted one (Ctrl-C) sends them SIGTERM first, so
+a training under way saves a checkpoint that the next attempt resumes. With several GPUs each worker
+slot gets its own ``CUDA_VISIBLE_DEVICES``; on CPU the cores are shared out through the thread-count
+variables.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any, Protocol
 from nora.evolution import contract
 
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "nora", "train", "--genome")
+STOP_GRACE_SECONDS = 60.0
+"""How long an interrupted ``nora run`` lets a trainer checkpoint before killing it."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -92,9 +96,14 @@ class _Subprocess:
         return read_outcome(code, self.launch.log_path, self.offset, self.launch.termination_log)
 
     def kill(self) -> None:
+        """SIGTERM (the trainer checkpoints a training under way), then SIGKILL after the grace period."""
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=30)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,10 @@ class Cluster(Protocol):
         """Create a Job; ``False`` if one of that name exists already."""
         ...
 
+    def create_pvc(self, body: JSON) -> bool:
+        """Create a PersistentVolumeClaim; ``False`` if it exists already."""
+        ...
+
     def job_failure_message(self, namespace: str, job: str) -> str:
         """The termination message of the Job's most recently failed Pod ("" if none)."""
         ...
@@ -152,6 +156,20 @@ class KubernetesCluster:
         try:
             batch: Any = self.batch  # dict bodies are accepted as they are
             batch.create_namespaced_job(body["metadata"]["namespace"], body, _preload_content=False)
+        except ApiException as error:
+            if _status_code(error) == 409:
+                return False
+            raise
+        return True
+
+    def create_pvc(self, body: JSON) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            core: Any = self.core  # dict bodies are accepted as they are
+            core.create_namespaced_persistent_volume_claim(
+                body["metadata"]["namespace"], body, _preload_content=False
+            )
         except ApiException as error:
             if _status_code(error) == 409:
                 return False

@@ -3,9 +3,13 @@
 A genome Job runs ``<train command> s3://<bucket>/<key of genome.json>`` once (``restartPolicy:
 Never``); the Job controller retries a failed Pod up to ``spec.retries.backoffLimit`` times, except that
 Pod disruptions (preemption, eviction, node drain) are not counted (``podFailurePolicy`` ignores
-``DisruptionTarget``) and a bad-input failure (the trainer's exit code 2) fails the Job at once. With
-``spec.queueName`` the Job carries Kueue's queue label and is created suspended: Kueue admits it when its
-quota allows, and a suspended (queued or preempted) Job is Pending, never Failed.
+``DisruptionTarget`` and the trainer's exit code 143, which it returns after checkpointing on SIGTERM
+within ``terminationGracePeriodSeconds``) and a bad-input failure (exit code 2) fails the Job at once.
+With ``spec.queueName`` the Job carries Kueue's queue label (and ``spec.workloadPriorityClassName`` as
+Kueue's priority-class label) and is created suspended: Kueue admits it when its quota allows, and a
+suspended (queued or preempted) Job is Pending, never Failed. With ``spec.modelCache`` the Pod mounts the
+model-cache PVC read-only at :data:`MODEL_CACHE_MOUNT` and the trainer loads the base model from it offline;
+``spec.template.volumes`` and ``volumeMounts`` are added as given.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from nora.operator.objects import (
     GENERATION_LABEL,
     GENOME_LABEL,
     JSON,
+    PRIORITY_CLASS_LABEL,
     QUEUE_LABEL,
     ObjectRef,
     common_labels,
@@ -29,8 +34,26 @@ from nora.operator.objects import (
 )
 
 CONTAINER = "trainer"
-"""The trainer's exit code for bad input (genome.json, data, model): retrying cannot help."""
 SCRATCH_ENV = {"HOME": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache", "HF_HOME": "/tmp/huggingface"}
+MODEL_CACHE_VOLUME = "nora-model-cache"
+MODEL_CACHE_MOUNT = "/nora-models"
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+CONTAINER_SECURITY: JSON = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+POD_SECURITY: JSON = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+SCRATCH_VOLUMES: tuple[JSON, ...] = (
+    {"name": "tmp", "emptyDir": {}},
+    {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+)
+SCRATCH_MOUNTS: tuple[JSON, ...] = (
+    {"name": "tmp", "mountPath": "/tmp"},
+    {"name": "dshm", "mountPath": "/dev/shm"},
+)
 JobPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 
@@ -76,17 +99,50 @@ def storage_env(spec: PopulationSpec, endpoint: str | None, region: str | None) 
     return env
 
 
+def model_cache_claim(population: str, spec: PopulationSpec) -> str | None:
+    """The PVC holding the fetched base model: the user's ``claimName`` or ``<population>-model-cache``."""
+    cache = spec.model_cache
+    if cache is None:
+        return None
+    return cache.claim_name or f"{population}-model-cache"
+
+
+def model_cache_env(read_only: bool) -> list[JSON]:
+    """Where the trainer finds fetched models; genome Jobs (``read_only``) also stay offline."""
+    offline = OFFLINE_ENV if read_only else {}
+    values = {contract.ENV_MODEL_CACHE: MODEL_CACHE_MOUNT, **offline}
+    return [{"name": key, "value": value} for key, value in values.items()]
+
+
 def _environment(request: JobRequest, endpoint: str | None, region: str | None) -> list[JSON]:
     user = list(request.spec.template.env)
     named = {str(var.get("name")) for var in user}
+    cached = request.spec.model_cache is not None
     ours: list[JSON] = [
         {"name": contract.ENV_POPULATION, "value": request.population},
         {"name": contract.ENV_GENERATION, "value": str(request.generation)},
         {"name": contract.ENV_GENOME, "value": request.genome},
         *({"name": k, "value": v} for k, v in SCRATCH_ENV.items()),
         *storage_env(request.spec, endpoint, region),
+        *(model_cache_env(read_only=True) if cached else []),
     ]
     return [var for var in ours if var["name"] not in named] + user
+
+
+def _mounts(spec: PopulationSpec) -> list[JSON]:
+    cache: list[JSON] = []
+    if spec.model_cache is not None:
+        cache = [{"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_MOUNT, "readOnly": True}]
+    return [*SCRATCH_MOUNTS, *cache, *spec.template.volume_mounts]
+
+
+def _volumes(request: JobRequest) -> list[JSON]:
+    claim = model_cache_claim(request.population, request.spec)
+    cache: list[JSON] = []
+    if claim is not None:
+        source = {"claimName": claim, "readOnly": True}
+        cache = [{"name": MODEL_CACHE_VOLUME, "persistentVolumeClaim": source}]
+    return [*SCRATCH_VOLUMES, *cache, *request.spec.template.volumes]
 
 
 def _container(request: JobRequest, endpoint: str | None, region: str | None) -> JSON:
@@ -96,14 +152,8 @@ def _container(request: JobRequest, endpoint: str | None, region: str | None) ->
         "image": template.image,
         "command": [*request.command, request.task_uri],
         "env": _environment(request, endpoint, region),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "dshm", "mountPath": "/dev/shm"}],
+        "securityContext": dict(CONTAINER_SECURITY),
+        "volumeMounts": _mounts(request.spec),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if template.resources:
@@ -117,12 +167,10 @@ def _pod_spec(request: JobRequest, endpoint: str | None, region: str | None) -> 
         "restartPolicy": "Never",
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "terminationGracePeriodSeconds": template.termination_grace_period_seconds,
+        "securityContext": dict(POD_SECURITY),
         "containers": [_container(request, endpoint, region)],
-        "volumes": [
-            {"name": "tmp", "emptyDir": {}},
-            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
-        ],
+        "volumes": _volumes(request),
     }
     optional: dict[str, Any] = {
         "nodeSelector": dict(template.node_selector),
@@ -135,6 +183,41 @@ def _pod_spec(request: JobRequest, endpoint: str | None, region: str | None) -> 
     return pod
 
 
+def kueue_labels(spec: PopulationSpec) -> dict[str, str]:
+    """Kueue's queue label and, when named, its WorkloadPriorityClass label."""
+    labels: dict[str, str] = {}
+    if spec.queue_name:
+        labels[QUEUE_LABEL] = spec.queue_name
+        if spec.workload_priority_class_name:
+            labels[PRIORITY_CLASS_LABEL] = spec.workload_priority_class_name
+    return labels
+
+
+def pod_failure_policy() -> JSON:
+    """Disruptions and checkpointed SIGTERM stops are not failures; bad input fails the Job at once."""
+    return {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {
+                "action": "Ignore",
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "In",
+                    "values": [contract.EXIT_PREEMPTED],
+                },
+            },
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "In",
+                    "values": [contract.EXIT_INPUT_ERROR],
+                },
+            },
+        ]
+    }
+
+
 def build_job(request: JobRequest, endpoint: str | None = None, region: str | None = None) -> JSON:
     """The Job of one genome (a plain dict, ready to POST)."""
     spec = request.spec
@@ -143,7 +226,7 @@ def build_job(request: JobRequest, endpoint: str | None = None, region: str | No
         "app.kubernetes.io/component": "genome",
         GENOME_LABEL: request.genome,
     }
-    job_labels = {**labels, **({QUEUE_LABEL: spec.queue_name} if spec.queue_name else {})}
+    job_labels = {**labels, **kueue_labels(spec)}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -156,19 +239,7 @@ def build_job(request: JobRequest, endpoint: str | None = None, region: str | No
         },
         "spec": {
             "backoffLimit": spec.retries.backoff_limit,
-            "podFailurePolicy": {
-                "rules": [
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": CONTAINER,
-                            "operator": "In",
-                            "values": [contract.EXIT_INPUT_ERROR],
-                        },
-                    },
-                ]
-            },
+            "podFailurePolicy": pod_failure_policy(),
             "activeDeadlineSeconds": spec.active_deadline_seconds,
             "ttlSecondsAfterFinished": request.ttl_seconds,
             "suspend": bool(spec.queue_name),

@@ -18,6 +18,7 @@ POPULATION_LABEL = "nora.dev/population"
 GENERATION_LABEL = "nora.dev/generation"
 GENOME_LABEL = "nora.dev/genome"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+PRIORITY_CLASS_LABEL = "kueue.x-k8s.io/priority-class"
 MANAGED_BY = "nora-operator"
 JSON = dict[str, Any]
 

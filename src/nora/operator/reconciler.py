@@ -37,6 +37,7 @@ from nora.operator.generation_driver import GenerationDriver, PopulationContext,
 from nora.operator.generations import GenerationObject, Location
 from nora.operator.jobs import JobView
 from nora.operator.metrics import Metrics
+from nora.operator.model_cache_step import ensure_model_cache
 from nora.operator.objects import ObjectRef, generation_name
 from nora.operator.population_status import set_condition, status_patch
 from nora.operator.settings import OperatorSettings
@@ -147,6 +148,9 @@ class Reconciler:
             pop = self._save(pop, again.model_copy(update={"completion_time": None}))
         if pop.status.phase in FINAL:
             return PassResult()
+        pop = self._model_cache(self._ensure_phase(pop), jobs)
+        if pop is None:
+            return PassResult()
         for _ in range(MAX_GENERATIONS_PER_PASS):
             pop = self._ensure_phase(pop)
             generation = self.generations.ensure(pop)
@@ -163,6 +167,25 @@ class Reconciler:
             if pop.status.phase in FINAL:
                 return PassResult()
         return PassResult(delay=0.0)
+
+    def _model_cache(self, pop: PopulationContext, jobs: Mapping[str, JobView]) -> PopulationContext | None:
+        """``pop`` once its model cache is ready (or it has none); else ``None`` (fetching, or failed)."""
+        if pop.spec.model_cache is None:
+            return pop
+        step = ensure_model_cache(self.cluster, pop, jobs)
+        ready = step.state == "Ready"
+        status = set_condition(
+            pop.status, "ModelCacheReady", ready, step.state, step.message, iso(), pop.observed
+        )
+        if step.state == "Failed":
+            update = {
+                "phase": "Failed",
+                "reason": "ModelCacheFailed",
+                "message": ledger.clip(step.message, 4096),
+            }
+            status = status.model_copy(update={**update, "completion_time": iso()})
+        pop = self._save(pop, status)
+        return pop if ready else None
 
     def _clear_error(self, ref: PopulationRef) -> None:
         """After a good pass, turn a ``Ready=False/ReconcileError`` condition back to ``Ready=True``."""

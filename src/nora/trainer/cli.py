@@ -1,12 +1,14 @@
 """``nora train --genome URI``: the typer command the ``nora`` CLI mounts, also runnable on its own.
 
-``register(app)`` adds ``train`` to an existing typer app; ``app`` is a one-command app for
-``python -m nora.trainer --genome URI``. The exit code and output follow :mod:`nora.trainer.entrypoint`,
-which is imported only when the command runs, so mounting ``train`` does not import torch or TRL.
+``register(app)`` adds ``train`` and ``fetch-model`` to an existing typer app; ``app`` is a one-command
+app for ``python -m nora.trainer --genome URI``. The exit code and output follow
+:mod:`nora.trainer.entrypoint`, which is imported only when the command runs, so mounting ``train`` does
+not import torch or TRL.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,9 +31,25 @@ def train(genome: GenomeOption) -> None:
         raise typer.Exit(code)
 
 
+def fetch_model(
+    uri: Annotated[
+        str,
+        typer.Argument(help="The base model: s3://bucket/prefix/ or hf://org/name (optionally @revision)."),
+    ],
+    directory: Annotated[Path, typer.Argument(help="The model cache folder (the model-cache volume).")],
+) -> None:
+    """Fetch a base model once into DIRECTORY/<key>/ (the model-initializer Job's command); print it."""
+    from nora.trainer.entrypoint import fetch_main
+
+    code = fetch_main(uri, directory)
+    if code:
+        raise typer.Exit(code)
+
+
 def register(app: typer.Typer) -> None:
-    """Mount ``train`` on ``app`` (the ``nora`` CLI)."""
+    """Mount ``train`` and ``fetch-model`` on ``app`` (the ``nora`` CLI)."""
     app.command("train")(train)
+    app.command("fetch-model")(fetch_model)
 
 
 app = typer.Typer(

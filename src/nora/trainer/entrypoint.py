@@ -5,6 +5,7 @@ and reports:
 
 - success: exit 0; stdout ends with ONE JSON line ``{"genome", "fitness", "metric", "metrics", "adapter",
   "samples", "durations"}`` (anything libraries print goes to stderr while the job runs);
+- SIGTERM: a checkpoint when training is under way (:mod:`nora.trainer.checkpoint`), then exit 143;
 - failure: exit 2 for bad input (genome.json, data, model, adapter) and 1 otherwise, with ONE line
   ``nora train: error: <reason>`` as the last line on stderr, also written to the Kubernetes termination
   message file: ``$NORA_TERMINATION_LOG`` when set, else ``/dev/termination-log`` when it is writable.
@@ -34,6 +35,8 @@ from nora.api.base import ApiValidationError, describe_validation_error
 from nora.api.task import GenomeTask
 from nora.evolution import contract
 from nora.genetics import GeneticsError
+from nora.trainer import model_cache
+from nora.trainer.checkpoint import PreemptionError, StopWatch
 from nora.trainer.data import read_uri
 from nora.trainer.errors import TrainerError, TrainerInputError
 from nora.trainer.irpo_config import TrainerJob, job_from_task
@@ -85,7 +88,7 @@ def summary(result: RunResult) -> dict[str, Any]:
 def one_line(error: BaseException) -> str:
     """``error`` as a single line (the reason, never a traceback)."""
     text = " ".join(str(error).split()) or type(error).__name__
-    if not isinstance(error, TrainerError | GeneticsError | ApiValidationError):
+    if not isinstance(error, TrainerError | GeneticsError | ApiValidationError | PreemptionError):
         text = f"{type(error).__name__}: {text}"
     return text
 
@@ -135,19 +138,39 @@ def configure_runtime() -> None:
         torch.set_num_threads(int(threads))
 
 
+def _exit_code(error: BaseException) -> int:
+    if isinstance(error, PreemptionError):
+        return contract.EXIT_PREEMPTED
+    return contract.EXIT_INPUT_ERROR if isinstance(error, INPUT_ERRORS) else contract.EXIT_FAILED
+
+
 def main(genome_uri: str, stdout: TextIO | None = None) -> int:
     """Run the genome at ``genome_uri`` under the job contract; the process exit code."""
     out = stdout or sys.stdout
     try:
         configure_runtime()
-        with contextlib.redirect_stdout(sys.stderr):
-            result = run_job(load_job(genome_uri))
-    except Exception as error:
+        with contextlib.redirect_stdout(sys.stderr), StopWatch.installed() as watch:
+            result = run_job(load_job(genome_uri), watch=watch)
+    except (Exception, PreemptionError) as error:
         if os.environ.get(contract.ENV_DEBUG):
             traceback.print_exc(file=sys.stderr)
         message = f"{contract.ERROR_PREFIX}{one_line(error)}"
         print(message, file=sys.stderr, flush=True)
         write_termination_message(message)
-        return contract.EXIT_INPUT_ERROR if isinstance(error, INPUT_ERRORS) else contract.EXIT_FAILED
+        return _exit_code(error)
     print(contract.summary_line(summary(result)), file=out, flush=True)
+    return contract.EXIT_SUCCEEDED
+
+
+def fetch_main(uri: str, directory: Path, stdout: TextIO | None = None) -> int:
+    """Fetch ``uri`` into the model cache ``directory`` (once); print the model's folder; the exit code."""
+    try:
+        configure_runtime()
+        folder = model_cache.cached_model(uri, directory, model_cache.fetcher(uri))
+    except Exception as error:
+        message = f"nora fetch-model: error: {one_line(error)}"
+        print(message, file=sys.stderr, flush=True)
+        write_termination_message(message)
+        return contract.EXIT_INPUT_ERROR if isinstance(error, INPUT_ERRORS) else contract.EXIT_FAILED
+    print(folder, file=stdout or sys.stdout, flush=True)
     return contract.EXIT_SUCCEEDED

@@ -11,8 +11,9 @@ exactly as training pairs are (samples from the starting adapter, gold among win
 where ``pi_*``/``ref_*`` are log-probabilities summed over completion tokens (EOS included) under the
 trained and the starting adapter. This is TRL's ``["sigmoid", "sft"]`` loss with the whole held-out set as
 one batch: TRL's ``sft`` term is the mean token NLL over a batch's chosen completions (token-weighted, not
-a mean of per-sequence means). Sequences are tokenized as TRL's DPO preprocessing does (prompt alone,
-prompt + completion + EOS, completion = what follows their common prefix; chat template when present).
+a mean of per-sequence means). Sequences are cut into prompt and completion by
+:func:`nora.trainer.tokens.encode_pair`, exactly as the training pairs are; greedy decoding uses only the
+spec's settings (:mod:`nora.trainer.generation`).
 """
 
 from __future__ import annotations
@@ -29,14 +30,10 @@ from transformers import PreTrainedTokenizerBase
 
 from nora.genetics import derive_seed
 from nora.trainer.data import Example
+from nora.trainer.generation import generate
 from nora.trainer.irpo_config import IrpoConfig
-from nora.trainer.irpo_trainer import (
-    Pair,
-    encode_prompt,
-    extract_answer,
-    generate,
-    uses_chat_template,
-)
+from nora.trainer.irpo_trainer import Pair, extract_answer
+from nora.trainer.tokens import encode_pair, encode_prompt
 
 log = logging.getLogger("nora.trainer")
 
@@ -115,40 +112,6 @@ def greedy_accuracy(
         tokens / max(seconds, 1e-9),
     )
     return Accuracy(correct / len(records), correct, records, tokens, seconds)
-
-
-def _chat(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str | None) -> list[int]:
-    messages = [{"role": "user", "content": prompt}]
-    if completion is not None:
-        messages.append({"role": "assistant", "content": completion})
-    encoded: Any = tokenizer.apply_chat_template(
-        messages, tokenize=True, add_generation_prompt=completion is None, return_dict=True
-    )
-    return [int(i) for i in encoded["input_ids"]]
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    length = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        length += 1
-    return length
-
-
-def encode_pair(tokenizer: PreTrainedTokenizerBase, pair: Pair) -> tuple[list[int], list[int], list[int]]:
-    """``(prompt, chosen, rejected)`` token ids as TRL's DPO preprocessing produces them."""
-    if uses_chat_template(tokenizer):
-        prompt = encode_prompt(tokenizer, pair.prompt)
-        full_chosen = _chat(tokenizer, pair.prompt, pair.chosen)
-        full_rejected = _chat(tokenizer, pair.prompt, pair.rejected)
-    else:
-        eos = str(tokenizer.eos_token)
-        prompt = encode_prompt(tokenizer, pair.prompt)
-        full_chosen = encode_prompt(tokenizer, pair.prompt + pair.chosen + eos)
-        full_rejected = encode_prompt(tokenizer, pair.prompt + pair.rejected + eos)
-    cut = min(_common_prefix(prompt, full_chosen), _common_prefix(prompt, full_rejected))
-    return prompt[:cut], full_chosen[cut:], full_rejected[cut:]
 
 
 def _sequence_logps(

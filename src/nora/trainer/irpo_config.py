@@ -13,7 +13,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from nora.api.defaults import DEFAULT_ANSWER_PATTERN, DEFAULT_PROMPT_TEMPLATE
+from nora.api.defaults import (
+    ALL_LINEAR,
+    DEFAULT_ANSWER_PATTERN,
+    DEFAULT_PROMPT_TEMPLATE,
+    DEFAULT_TARGET_MODULES,
+)
 from nora.api.task import GenomeTask
 from nora.trainer.errors import TrainerInputError
 
@@ -173,7 +178,7 @@ class AdapterRef:
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
 
     def __post_init__(self) -> None:
         _require(self.rank >= 1, "adapter.rank", "must be >= 1", self.rank)
@@ -186,6 +191,12 @@ class AdapterRef:
             "lm_head" not in self.target_modules,
             "adapter.targetModules",
             "must not contain lm_head (TRL computes log-probs from lm_head.weight directly)",
+            self.target_modules,
+        )
+        _require(
+            ALL_LINEAR not in self.target_modules or len(self.target_modules) == 1,
+            "adapter.targetModules",
+            f"{ALL_LINEAR} stands alone (it means every Linear module but lm_head)",
             self.target_modules,
         )
 

@@ -1,14 +1,16 @@
 """IRPO's first four steps: sample answers, reward them, pair winners with losers, train with DPO + NLL.
 
 Sampling draws ``samples_per_prompt`` completions per prompt with pure temperature sampling (no top-k or
-top-p), seeded inside ``torch.random.fork_rng`` so it is deterministic and leaves the global RNG alone.
+top-p) and exactly the spec's settings (:mod:`nora.trainer.generation`), seeded inside
+``torch.random.fork_rng`` so it is deterministic and leaves the global RNG alone.
 A completion is correct when ``answer_pattern``'s first group, stripped, equals the row's answer. Each
 prompt's winners are its distinct correct completions plus the gold solution; its losers are its distinct
 incorrect completions; up to ``pairs_per_prompt`` distinct (winner, loser) pairs are drawn with a seeded
 generator, and prompts without a loser are dropped. Training is TRL's ``DPOTrainer`` with
 ``loss_type=["sigmoid", "sft"]`` and ``loss_weights=[1, nll_weight]`` on the ``PeftModel`` passed in with
 no ``ref_model``, so TRL copies the starting adapter into a frozen ``ref`` adapter: the reference is the
-genome's own starting adapter (IRPO's M_t).
+genome's own starting adapter (IRPO's M_t). TRL gets the pairs as token ids cut by
+:mod:`nora.trainer.tokens`, the same cut sampling and evaluation use.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from trl.trainer.dpo_trainer import DPOTrainer
 
 from nora.genetics import derive_seed, make_generator
 from nora.trainer.data import Example
+from nora.trainer.generation import generate
 from nora.trainer.irpo_config import IrpoConfig
+from nora.trainer.tokens import encode_prompt, preference_rows
 
 log = logging.getLogger("nora.trainer")
 
@@ -90,117 +94,12 @@ class TrainStats:
         return dict(self.__dict__)
 
 
-def uses_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
-    """Whether prompts go through the tokenizer's chat template (as a single user turn)."""
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str) -> list[int]:
-    """The prompt's token ids exactly as TRL's DPO preprocessing tokenizes it."""
-    if uses_chat_template(tokenizer):
-        encoded: Any = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True, return_dict=True
-        )
-        return [int(i) for i in encoded["input_ids"]]
-    return [int(i) for i in tokenizer(text=prompt)["input_ids"]]
-
-
 def extract_answer(text: str, pattern: str) -> str | None:
     """The first group of ``pattern`` in ``text``, stripped, or None when it does not match."""
     match = re.search(pattern, text)
     if match is None or match.group(1) is None:
         return None
     return match.group(1).strip()
-
-
-def _eos_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if configured is None:
-        configured = tokenizer.eos_token_id
-    ids = configured if isinstance(configured, list) else [configured]
-    return [int(i) for i in ids if i is not None]
-
-
-def _left_pad(batch: Sequence[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, ids in enumerate(batch):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, width - len(ids) :] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
-
-
-def _completion_lengths(generated: torch.Tensor, eos_ids: list[int]) -> list[int]:
-    """Tokens of each row up to and including its first EOS (the whole row when it has none)."""
-    is_eos = torch.zeros_like(generated, dtype=torch.bool)
-    for eos in eos_ids:
-        is_eos |= generated == eos
-    width = generated.shape[1]
-    positions = torch.arange(width, device=generated.device).expand_as(generated)
-    first = torch.where(is_eos, positions, torch.full_like(positions, width)).min(dim=1).values
-    return [min(int(i) + 1, width) for i in first]
-
-
-def _generate_batch(
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    batch: Sequence[list[int]],
-    samples: int,
-    temperature: float | None,
-    max_new_tokens: int,
-) -> list[tuple[str, int]]:
-    device = next(model.parameters()).device
-    encoded = _left_pad(batch, int(tokenizer.pad_token_id), device)
-    sampling: dict[str, Any] = {"do_sample": False}
-    if temperature is not None:
-        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-    eos_ids = _eos_ids(model, tokenizer)
-    with torch.no_grad():
-        output = model.generate(  # type: ignore[operator]
-            **encoded,
-            max_new_tokens=max_new_tokens,
-            num_return_sequences=samples,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=eos_ids,
-            use_cache=True,  # the Trainer sets model.config.use_cache = False
-            **sampling,
-        )
-    generated = output[:, encoded["input_ids"].shape[1] :].cpu()
-    lengths = _completion_lengths(generated, eos_ids)
-    return [
-        (str(tokenizer.decode(row[:length], skip_special_tokens=True)), length)
-        for row, length in zip(generated, lengths, strict=True)
-    ]
-
-
-def generate(
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    prompt_ids: Sequence[list[int]],
-    samples: int,
-    temperature: float | None,
-    max_new_tokens: int,
-    *,
-    seed: int,
-    batch_sequences: int,
-) -> list[list[tuple[str, int]]]:
-    """``samples`` completions ``(text, tokens)`` per prompt; greedy when ``temperature`` is None.
-
-    Sampling is seeded with ``seed`` inside ``fork_rng``: the same inputs give the same completions and
-    the caller's RNG state is untouched.
-    """
-    model.eval()
-    per_batch = max(1, batch_sequences // samples)
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    results: list[list[tuple[str, int]]] = []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        for start in range(0, len(prompt_ids), per_batch):
-            batch = prompt_ids[start : start + per_batch]
-            flat = _generate_batch(model, tokenizer, batch, samples, temperature, max_new_tokens)
-            results.extend(flat[i : i + samples] for i in range(0, len(flat), samples))
-    return results
 
 
 def sample_answers(
@@ -295,19 +194,16 @@ def build_pairs(
 
 
 def pairs_dataset(pairs: Sequence[Pair], tokenizer: PreTrainedTokenizerBase) -> Dataset:
-    """The pairs in TRL's preference format: conversational when the tokenizer has a chat template."""
-    if uses_chat_template(tokenizer):
-        records: list[dict[str, Any]] = [
-            {
-                "prompt": [{"role": "user", "content": p.prompt}],
-                "chosen": [{"role": "assistant", "content": p.chosen}],
-                "rejected": [{"role": "assistant", "content": p.rejected}],
-            }
-            for p in pairs
-        ]
-    else:
-        records = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
-    return Dataset.from_list(records)
+    """The pairs as TRL's tokenized preference rows, cut by :func:`nora.trainer.tokens.encode_pair`."""
+    return Dataset.from_list(preference_rows(tokenizer, pairs))
+
+
+class PretokenizedDPOTrainer(DPOTrainer):  # type: ignore[misc]
+    """TRL's ``DPOTrainer`` on rows that are already token ids: it skips TRL's own tokenization, which
+    re-tokenizes prompt + completion together and so cuts them at a different token than sampling does."""
+
+    def _prepare_dataset(self, dataset: Dataset, *args: Any, **kwargs: Any) -> Dataset:
+        return dataset
 
 
 def dpo_config(config: IrpoConfig, output_dir: Path, dropout: float) -> DPOConfig:
@@ -371,18 +267,26 @@ def train_dpo(
     config: IrpoConfig,
     scratch: Path,
     dropout: float = 0.0,
+    *,
+    trainer_class: type[DPOTrainer] = PretokenizedDPOTrainer,
+    callbacks: Sequence[TrainerCallback] = (),
+    resume_from: Path | None = None,
 ) -> TrainStats:
-    """IRPO step 4: DPO (+ NLL for ``irpo``) on ``pairs``; trains ``model``'s ``default`` adapter in place."""
+    """IRPO step 4: DPO (+ NLL for ``irpo``) on ``pairs``; trains ``model``'s ``default`` adapter in place.
+
+    ``resume_from`` is a checkpoint folder ``trainer_class`` can load (:mod:`nora.trainer.checkpoint`);
+    the run then continues from its step up to ``config.max_steps`` in total.
+    """
     started = time.monotonic()
-    trainer = DPOTrainer(
+    trainer = trainer_class(
         model=model,
         args=dpo_config(config, scratch / "dpo", dropout),
         train_dataset=pairs_dataset(pairs, tokenizer),
         processing_class=tokenizer,
-        callbacks=[_ProgressCallback()],
+        callbacks=[_ProgressCallback(), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     model.eval()
     return _train_stats(trainer.state.log_history, result.global_step, result.training_loss, started)
 

@@ -1,12 +1,15 @@
 """The base model, the tokenizer and the adapter under training.
 
 Base models come from a local folder (plain path or ``file://``), the Hugging Face hub
-(``hf://org/name[@revision]``) or an S3 prefix (``s3://bucket/prefix/``, copied to a scratch folder
-without any pickled weight file). Weights are always loaded with ``use_safetensors=True`` and
-``trust_remote_code`` only when genome.json asks for it. A genome is put on the base model by saving it
+(``hf://org/name[@revision]``, or its copy in a mounted model cache) or an S3 prefix (``s3://bucket/
+prefix/``, copied once into the shared cache of :mod:`nora.trainer.model_cache`, never a pickled weight
+file). Weights are always loaded with ``use_safetensors=True`` and ``trust_remote_code`` only when
+genome.json asks for it. A genome is put on the base model by saving it
 through :func:`nora.genetics.save_genome` and loading that folder with ``PeftModel.from_pretrained``, so
 ranks and alphas per module (``rank_pattern``/``alpha_pattern``) are read exactly as PEFT reads them; the
 trained adapter is read back from the model's ``default`` adapter into a :class:`~nora.genetics.Genome`.
+Every problem with the model (no tokenizer, an unreachable or gated hub, no safetensors weights) is a
+:class:`~nora.trainer.errors.TrainerInputError` naming ``baseModel.uri``: the job exits 2, never retried.
 """
 
 from __future__ import annotations
@@ -33,10 +36,13 @@ from nora.genetics import (
 )
 from nora.genetics.projection import project_genome
 from nora.storage import StoreError, open_uri
+from nora.trainer import model_cache
 from nora.trainer.errors import TrainerInputError
 from nora.trainer.irpo_config import AdapterRef, BaseModelRef
+from nora.trainer.targets import Targets
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer.tiktoken")
+"""A local model folder needs one of these for its tokenizer."""
 _ADAPTER_PARAM = re.compile(r"^base_model\.model\.(?P<module>.+)\.lora_(?P<factor>[AB])\.default\.weight$")
 
 
@@ -65,35 +71,18 @@ def model_dtype(requested: str) -> torch.dtype:
     return torch.float32
 
 
-def _download_s3_model(uri: str, scratch: Path) -> Path:
-    try:
-        store, prefix = open_uri(uri)
-        keys = store.list(prefix)
-    except StoreError as error:
-        raise TrainerInputError(f"baseModel.uri: {error}") from None
-    target = scratch / "base-model"
-    wanted = [key for key in keys if not key.endswith(PICKLE_SUFFIXES)]
-    if not any(key.endswith(".safetensors") for key in wanted):
-        raise TrainerInputError(
-            f"baseModel.uri: {uri} holds no .safetensors weights "
-            "(pickled weights are never loaded from a store)"
-        )
-    for key in wanted:
-        path = target / key[len(prefix) :].lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(store.read_bytes(key))
-    return target
-
-
-def resolve_model(uri: str, scratch: Path) -> ModelSource:
-    """Where to load ``uri`` from; S3 models are copied into ``scratch`` first."""
+def resolve_model(uri: str) -> ModelSource:
+    """Where to load ``uri`` from: S3 models (and hub models in a mounted cache) from the model cache."""
     if uri.startswith("hf://"):
         name, _, revision = uri.removeprefix("hf://").partition("@")
         if not name:
             raise TrainerInputError(f"baseModel.uri: {uri} names no model; use hf://org/name[@revision]")
+        mounted = model_cache.mounted_copy(uri)
+        if mounted is not None:
+            return ModelSource(name_or_path=str(mounted), revision=None, local=True)
         return ModelSource(name_or_path=name, revision=revision or None, local=False)
     if uri.startswith("s3://"):
-        return ModelSource(name_or_path=str(_download_s3_model(uri, scratch)), revision=None, local=True)
+        return ModelSource(name_or_path=str(model_cache.local_copy(uri)), revision=None, local=True)
     if "://" in uri and not uri.startswith("file://"):
         raise TrainerInputError(
             f"baseModel.uri: {uri} is not loadable by the trainer; use file://, hf:// or s3:// "
@@ -105,14 +94,54 @@ def resolve_model(uri: str, scratch: Path) -> ModelSource:
     return ModelSource(name_or_path=str(path), revision=None, local=True)
 
 
-def load_tokenizer(source: ModelSource, base: BaseModelRef) -> PreTrainedTokenizerBase:
-    """The base model's tokenizer, with a pad token (EOS when it has none) and left padding."""
-    tokenizer = AutoTokenizer.from_pretrained(
-        source.name_or_path,
-        revision=source.revision,
-        trust_remote_code=base.trust_remote_code,
-        local_files_only=source.local,
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _load_error(what: str, source: ModelSource, error: BaseException) -> TrainerInputError:
+    hint = ""
+    if not source.local:
+        hint = (
+            "; check the name and revision, that the hub is reachable and, for a gated model, that HF_TOKEN "
+            "grants access (or use a file:// or s3:// copy of the model)"
+        )
+    return TrainerInputError(
+        f"baseModel.uri: cannot load the {what} of {source.name_or_path}: {_first_line(error)}{hint}"
     )
+
+
+def _check_tokenizer_files(source: ModelSource) -> None:
+    folder = Path(source.name_or_path)
+    if source.local and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise TrainerInputError(
+            f"baseModel.uri: {folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+            "save the tokenizer into the model folder (tokenizer.save_pretrained)"
+        )
+
+
+def load_tokenizer(source: ModelSource, base: BaseModelRef) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer, with a pad token (EOS when it has none) and left padding.
+
+    Raises:
+        TrainerInputError: naming ``baseModel.uri`` when the folder has no tokenizer files, the hub cannot
+            be reached or refuses access, or the tokenizer is empty or has no EOS token.
+    """
+    _check_tokenizer_files(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source.name_or_path,
+            revision=source.revision,
+            trust_remote_code=base.trust_remote_code,
+            local_files_only=source.local,
+        )
+    except (OSError, ValueError) as error:
+        raise _load_error("tokenizer", source, error) from None
+    if len(tokenizer) == 0 or tokenizer.eos_token_id is None:
+        raise TrainerInputError(
+            f"baseModel.uri: the tokenizer of {source.name_or_path} is empty or has no EOS token; "
+            "every completion must end with one"
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
@@ -131,29 +160,11 @@ def load_base_model(source: ModelSource, base: BaseModelRef) -> PreTrainedModel:
             dtype=model_dtype(base.dtype),
         )
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TrainerInputError(f"baseModel.uri: cannot load {source.name_or_path}: {first_line}") from None
+        raise _load_error("model", source, error) from None
     typed: Any = model
     typed.to(device())
     typed.eval()
     return model
-
-
-def target_shapes(model: torch.nn.Module, target_modules: tuple[str, ...]) -> dict[str, tuple[int, int]]:
-    """``{module name: (out, in)}`` of every Linear whose last name part is in ``target_modules``."""
-    shapes: dict[str, tuple[int, int]] = {}
-    found: set[str] = set()
-    for name, module in model.named_modules():
-        suffix = name.rsplit(".", 1)[-1]
-        if suffix in target_modules and isinstance(module, torch.nn.Linear):
-            shapes[name] = (module.out_features, module.in_features)
-            found.add(suffix)
-    missing = sorted(set(target_modules) - found)
-    if missing:
-        raise TrainerInputError(
-            f"adapter.targetModules: {', '.join(missing)} match no Linear module of the base model"
-        )
-    return shapes
 
 
 def base_model_reference(uri: str) -> dict[str, Any]:
@@ -166,32 +177,39 @@ def base_model_reference(uri: str) -> dict[str, Any]:
     return {"base_model_name_or_path": uri}
 
 
-def _adapter_config(adapter: AdapterRef, base_uri: str) -> dict[str, Any]:
+def on_base_model(genome: Genome, uri: str) -> Genome:
+    """``genome`` whose adapter config names ``uri`` as its base model (the model it was trained on)."""
+    config = {k: v for k, v in genome.config.items() if k not in ("base_model_name_or_path", "revision")}
+    return replace(genome, config={**config, **base_model_reference(uri)})
+
+
+def _adapter_config(targets: Targets, adapter: AdapterRef, base_uri: str) -> dict[str, Any]:
     return {
         "task_type": "CAUSAL_LM",
-        "target_modules": sorted(adapter.target_modules),
+        "target_modules": list(targets.names),
         "lora_dropout": adapter.dropout,
         **base_model_reference(base_uri),
     }
 
 
-def fresh_genome(model: torch.nn.Module, adapter: AdapterRef, seed: int, base_uri: str) -> Genome:
-    """Generation 0: a PEFT-style fresh LoRA (Kaiming-uniform A, zero B) drawn from ``seed``."""
+def fresh_genome(targets: Targets, adapter: AdapterRef, seed: int, base_uri: str) -> Genome:
+    """Generation 0: a PEFT-style fresh LoRA (Kaiming-uniform A, zero B) on ``targets``, from ``seed``."""
     generator = make_generator(derive_seed(seed, "fresh-adapter"))
-    shapes = target_shapes(model, adapter.target_modules)
     return init_genome(
-        shapes, adapter.rank, adapter.alpha, generator, config=_adapter_config(adapter, base_uri)
+        targets.shapes,
+        adapter.rank,
+        adapter.alpha,
+        generator,
+        config=_adapter_config(targets, adapter, base_uri),
     )
 
 
-def projected_genome(
-    model: torch.nn.Module, adapter: AdapterRef, record: PointRecord, base_uri: str
-) -> Genome:
+def projected_genome(targets: Targets, adapter: AdapterRef, record: PointRecord, base_uri: str) -> Genome:
     """A ``cmaes`` genome's starting adapter: its point record projected onto the target modules."""
-    shapes = target_shapes(model, adapter.target_modules)
     try:
-        points = module_points(record, shapes)
-        return project_genome(points, shapes, record.projection, config=_adapter_config(adapter, base_uri))
+        points = module_points(record, targets.shapes)
+        config = _adapter_config(targets, adapter, base_uri)
+        return project_genome(points, targets.shapes, record.projection, config=config)
     except GeneticsError as error:
         raise TrainerInputError(f"adapter.uri: {error}") from None
 

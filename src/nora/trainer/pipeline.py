@@ -4,16 +4,14 @@
 writes to the output prefix only after everything was computed: ``samples.jsonl`` and ``pairs.jsonl``,
 then ``adapter/`` (through :func:`nora.genetics.save_genome`: a temporary folder renamed into place
 locally, manifest last on S3), then ``metrics.json``. A run that fails before the end leaves no adapter.
+SIGTERM during training saves a checkpoint under the output prefix; the next run of the same task
+resumes from it, skipping sampling (:mod:`nora.trainer.checkpoint`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,15 +23,17 @@ import trl
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from nora.evolution.genome_store import download_genome, upload_genome
-from nora.genetics import Genome, derive_seed, load_genome, save_genome
+from nora.evolution.genome_store import download_genome
+from nora.genetics import Genome, derive_seed, load_genome
 from nora.storage import LocalStore, StoreError, open_uri
-from nora.trainer import models
+from nora.trainer import checkpoint, models
 from nora.trainer.data import Example, format_prompts, load_split, prompt_window
 from nora.trainer.errors import TrainerError, TrainerInputError
 from nora.trainer.evaluate import Accuracy, HeldoutLoss, PairLogps, greedy_accuracy, irpo_loss, pair_logps
 from nora.trainer.irpo_config import TrainerJob
-from nora.trainer.irpo_trainer import Pair, PairStats, TrainStats, build_pairs, sample_answers, train_dpo
+from nora.trainer.irpo_trainer import Pair, PairStats, TrainStats, build_pairs, sample_answers
+from nora.trainer.outputs import PhaseClock, write_outputs
+from nora.trainer.targets import resolve_targets
 
 log = logging.getLogger("nora.trainer")
 T = TypeVar("T")
@@ -49,25 +49,6 @@ class RunResult:
     metrics_uri: str
     adapter_uri: str
     samples_uri: str
-
-
-@dataclass
-class _Clock:
-    durations: dict[str, float] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        begun = time.monotonic()
-        log.info("%s: started", name)
-        try:
-            yield
-        finally:
-            self.durations[name] = round(time.monotonic() - begun, 3)
-        log.info("%s: done in %.1fs", name, self.durations[name])
-
-    def total(self) -> float:
-        return round(time.monotonic() - self.started, 3)
 
 
 @dataclass
@@ -96,17 +77,21 @@ def _need(value: T | None, what: str) -> T:
 def _starting_genome(state: _State, base: torch.nn.Module) -> Genome:
     job = state.job
     if job.adapter.uri is None:
+        targets = resolve_targets(base, job.adapter.target_modules)
+        for note in targets.notes:
+            log.info("%s", note)
         log.info(
-            "adapter: fresh LoRA rank %d alpha %g on %s",
+            "adapter: fresh LoRA rank %d alpha %g on %s (%d modules)",
             job.adapter.rank,
             job.adapter.alpha,
             ",".join(job.adapter.target_modules),
+            len(targets.shapes),
         )
-        return models.fresh_genome(base, job.adapter, job.irpo.seed, job.base_model.uri)
+        return models.fresh_genome(targets, job.adapter, job.irpo.seed, job.base_model.uri)
     record = models.point_record(job.adapter.uri)
     if record is not None:
         log.info("adapter: projection of a %d-dimensional point", record.projection.dimension)
-        return models.projected_genome(base, job.adapter, record, job.base_model.uri)
+        return models.projected_genome(targets, job.adapter, record, job.base_model.uri)
     return _download_adapter(job.adapter.uri, state.scratch)
 
 
@@ -126,7 +111,7 @@ def _load(state: _State) -> None:
     if job.irpo.trains:
         every_row = load_split(job.train_uri, "train")
         state.train_rows = prompt_window(every_row, job.irpo.max_prompts, job.generation)
-    source = models.resolve_model(job.base_model.uri, state.scratch)
+    source = models.resolve_model(job.base_model.uri)
     state.tokenizer = models.load_tokenizer(source, job.base_model)
     base = models.load_base_model(source, job.base_model)
     state.start = _starting_genome(state, base).with_hyperparameters(job.hyperparameters)
@@ -189,7 +174,18 @@ def _reference(state: _State) -> None:
         state.reference = pair_logps(model, tokenizer, state.heldout_pairs)
 
 
-def _train(state: _State) -> TrainStats | None:
+def _restore(state: _State, resume: checkpoint.Resume) -> None:
+    phases, steps = resume.phases, state.job.irpo.max_steps
+    state.train_pairs, state.heldout_pairs, state.reference = (
+        phases.train_pairs,
+        phases.heldout_pairs,
+        phases.reference,
+    )
+    state.stats.update(phases.stats)
+    log.info("resumed from step %d of %d (sampling skipped: pairs from the checkpoint)", resume.step, steps)
+
+
+def _train(state: _State, run: checkpoint.TrainingRun) -> TrainStats | None:
     if not state.job.irpo.trains:
         log.info("training: skipped (method none: evaluate only)")
         return None
@@ -197,9 +193,8 @@ def _train(state: _State) -> TrainStats | None:
         log.info("training: skipped (no pairs: every sampled answer was correct)")
         return None
     model, tokenizer = _need(state.model, "model"), _need(state.tokenizer, "tokenizer")
-    return train_dpo(
-        model, tokenizer, state.train_pairs, state.job.irpo, state.scratch, state.job.adapter.dropout
-    )
+    phases = checkpoint.Phases(state.train_pairs, state.heldout_pairs, dict(state.stats), state.reference)
+    return checkpoint.train_resumably(model, tokenizer, phases, state.job.irpo, run)
 
 
 def _evaluate(state: _State, trained: bool) -> tuple[Accuracy, HeldoutLoss | None]:
@@ -238,14 +233,19 @@ def _fitness(job: TrainerJob, accuracy: Accuracy, heldout: HeldoutLoss | None) -
     return heldout.irpo_loss
 
 
-def run_job(job: TrainerJob, scratch: Path | None = None) -> RunResult:
-    """Train and score one genome and write its outputs; raises :class:`TrainerError` on bad input."""
+def run_job(
+    job: TrainerJob, scratch: Path | None = None, watch: checkpoint.StopWatch | None = None
+) -> RunResult:
+    """Train and score one genome and write its outputs; raises :class:`TrainerError` on bad input.
+
+    With ``watch`` (the entrypoint installs it) SIGTERM checkpoints the training; see the module doc.
+    """
     with tempfile.TemporaryDirectory(prefix="nora-train-", dir=scratch) as folder:
-        return _run(job, Path(folder))
+        return _run(job, Path(folder), watch or checkpoint.StopWatch())
 
 
-def _run(job: TrainerJob, scratch: Path) -> RunResult:
-    clock, state = _Clock(), _State(job=job, scratch=scratch)
+def _run(job: TrainerJob, scratch: Path, watch: checkpoint.StopWatch) -> RunResult:
+    clock, state = PhaseClock(), _State(job=job, scratch=scratch)
     log.info(
         "genome %s (population %s, generation %d): method %s, seed %d",
         job.genome,
@@ -256,15 +256,20 @@ def _run(job: TrainerJob, scratch: Path) -> RunResult:
     )
     with clock.phase("load"):
         _load(state)
+    run = checkpoint.TrainingRun.prepare(job, scratch, watch)
     with clock.phase("sampling"):
-        _sample_and_pair(state)
-        _reference(state)
+        if run.resume is None:
+            _sample_and_pair(state)
+            _reference(state)
+        else:
+            _restore(state, run.resume)
     with clock.phase("training"):
-        train = _train(state)
+        train = _train(state, run)
     with clock.phase("evaluation"):
         accuracy, heldout = _evaluate(state, trained=train is not None)
     fitness = _fitness(job, accuracy, heldout)
     trained = models.extract_genome(_need(state.model, "model"), _need(state.start, "start genome"))
+    trained = models.on_base_model(trained, job.base_model.uri)
     metrics = _metrics(state, accuracy, heldout, train, fitness, clock)
     with clock.phase("write"):
         records = {"samples": accuracy.records, "pairs": _pair_records(state)}
@@ -283,7 +288,7 @@ def _metrics(
     heldout: HeldoutLoss | None,
     train: TrainStats | None,
     fitness: float,
-    clock: _Clock,
+    clock: PhaseClock,
 ) -> dict[str, Any]:
     job, config = state.job, state.job.irpo
     durations = clock.durations
@@ -346,47 +351,9 @@ def _environment(state: _State) -> dict[str, Any]:
     }
 
 
-def _with_total(metrics: dict[str, Any], clock: _Clock) -> bytes:
-    metrics["durations"] = {**clock.durations, "total": clock.total()}
-    return (json.dumps(metrics, indent=2, sort_keys=True) + "\n").encode()
-
-
 def _pair_records(state: _State) -> list[dict[str, Any]]:
     return [
         {"split": split, **pair.__dict__}
         for split, pairs in (("train", state.train_pairs), ("heldout", state.heldout_pairs))
         for pair in pairs
     ]
-
-
-def _jsonl(records: list[dict[str, Any]]) -> bytes:
-    return "".join(
-        json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n" for record in records
-    ).encode()
-
-
-def write_outputs(
-    output: str,
-    genome: Genome,
-    records: dict[str, list[dict[str, Any]]],
-    metrics: dict[str, Any],
-    clock: _Clock,
-) -> tuple[str, str, str]:
-    """Write ``samples.jsonl``, ``pairs.jsonl``, ``adapter/`` and (last) ``metrics.json``; their URIs.
-
-    ``records`` maps ``samples`` (one greedy eval completion per eval prompt) and ``pairs`` (every
-    training and held-out preference pair) to their rows.
-    """
-    try:
-        store, key = open_uri(output)
-        for name in ("samples", "pairs"):
-            store.write_bytes(f"{key}/{name}.jsonl", _jsonl(records[name]))
-        if isinstance(store, LocalStore):
-            save_genome(genome, store.root / key / "adapter", overwrite=True)
-        else:
-            upload_genome(store, f"{key}/adapter", genome)
-        store.write_bytes(f"{key}/metrics.json", _with_total(metrics, clock))
-    except StoreError as error:
-        raise TrainerError(f"output: {error}") from None
-    base = output.rstrip("/")
-    return f"{base}/metrics.json", f"{base}/adapter", f"{base}/samples.jsonl"
