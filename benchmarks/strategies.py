@@ -9,6 +9,7 @@ are read back from every genome's ``metrics.json``. Accuracy is greedy exact mat
 no fitness evaluation saw.
 
     python benchmarks/strategies.py              # population 6, 3 generations (about half an hour)
+    python benchmarks/strategies.py --small      # population 4, 2 generations
     python benchmarks/strategies.py --quick      # population 2, 2 generations (smoke test)
 """
 
@@ -30,7 +31,7 @@ from nora.toy.model import build_toy_model
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 RANK = 4
-SEED_ADAPTERS = 3
+SEED_ADAPTERS = 2
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Budget:
 
 
 FULL = Budget(population=6, generations=3, dimension=100, eval_prompts=40, test_prompts=150, irpo_steps=30)
+SMALL = Budget(population=4, generations=2, dimension=32, eval_prompts=24, test_prompts=80, irpo_steps=10)
 QUICK = Budget(population=2, generations=2, dimension=8, eval_prompts=8, test_prompts=8, irpo_steps=2)
 
 
@@ -240,9 +242,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--small", action="store_true", help="population 4 x 2 generations (a busy machine)")
     parser.add_argument("--work", type=Path, default=Path("runs/strategies"))
     args = parser.parse_args()
-    budget = QUICK if args.quick else FULL
+    budget = QUICK if args.quick else SMALL if args.small else FULL
     rows = compare(budget, args.work.resolve())
     print(
         f"\npopulation {budget.population} x {budget.generations} generations, "
