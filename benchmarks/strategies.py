@@ -47,7 +47,7 @@ class Budget:
 
 
 FULL = Budget(population=6, generations=3, dimension=100, eval_prompts=40, test_prompts=150, irpo_steps=30)
-SMALL = Budget(population=4, generations=2, dimension=32, eval_prompts=24, test_prompts=80, irpo_steps=10)
+SMALL = Budget(population=4, generations=2, dimension=32, eval_prompts=16, test_prompts=60, irpo_steps=10)
 QUICK = Budget(population=2, generations=2, dimension=8, eval_prompts=8, test_prompts=8, irpo_steps=2)
 
 
@@ -192,49 +192,33 @@ def _setup(budget: Budget, work: Path) -> Setup:
     return Setup(build_toy_model(work / "model"), train, evaluation, test, work)
 
 
-def compare(budget: Budget, work: Path) -> list[tuple[str, float, int, str]]:
-    """Rows ``(method, test accuracy, forward passes, note)``."""
+Row = tuple[str, float, int, str]
+
+
+def _row(setup: Setup, budget: Budget, method: str, adapter: Path | None, passes: int, note: str) -> Row:
+    """One table row, printed as soon as it is measured (a long run shows its progress)."""
+    row = (method, test_accuracy(setup, budget, adapter, method.split(maxsplit=1)[0]), passes, note)
+    print(f"row: {row}", flush=True)
+    return row
+
+
+def compare(budget: Budget, work: Path) -> list[Row]:
+    """Rows ``(method, test accuracy, forward passes, note)``, cheapest first."""
     setup = _setup(budget, work)
+    rows = [_row(setup, budget, "base model", None, 0, "")]
+    cmaes = {"method": "cmaes", "dimension": budget.dimension}
+    rows.append(_row(setup, budget, "cmaes from scratch", *search(setup, budget, "cmaes", cmaes, []), ""))
+    irpo_best, irpo_passes = irpo(setup, budget, "irpo", 9, budget.generations)
+    note = f"{budget.generations} iterations of {budget.irpo_steps} DPO steps"
+    rows.append(_row(setup, budget, "IRPO (reference)", irpo_best, irpo_passes, note))
     trained = [irpo(setup, budget, f"seed-adapter{i}", i + 1, 1) for i in range(SEED_ADAPTERS)]
     seeds = [adapter for adapter, _ in trained]
-    seed_cost = sum(passes for _, passes in trained)
-    cmaes_best, cmaes_passes = search(
-        setup, budget, "cmaes", {"method": "cmaes", "dimension": budget.dimension}, []
-    )
-    compose_best, compose_passes = search(setup, budget, "compose", {"method": "compose"}, seeds)
-    genetic_best, genetic_passes = search(setup, budget, "genetic", {"method": "genetic"}, [])
-    irpo_best, irpo_passes = irpo(setup, budget, "irpo", 9, budget.generations)
-    return [
-        ("base model", test_accuracy(setup, budget, None, "base"), 0, ""),
-        (
-            "cmaes from scratch",
-            test_accuracy(setup, budget, cmaes_best, "cmaes"),
-            cmaes_passes,
-            f"d={budget.dimension}",
-        ),
-        (
-            "compose over seed adapters",
-            test_accuracy(setup, budget, compose_best, "compose"),
-            compose_passes,
-            f"+{seed_cost} to train {SEED_ADAPTERS} seed adapters",
-        ),
-        (
-            "gradient-free genetic",
-            test_accuracy(setup, budget, genetic_best, "genetic"),
-            genetic_passes,
-            "linear crossover",
-        ),
-        (
-            "IRPO (reference)",
-            test_accuracy(setup, budget, irpo_best, "irpo"),
-            irpo_passes,
-            f"{budget.generations} iterations",
-        ),
-        *[
-            (f"  seed adapter {i}", test_accuracy(setup, budget, s, f"seed{i}"), 0, "one IRPO iteration")
-            for i, s in enumerate(seeds)
-        ],
-    ]
+    note = f"+{sum(passes for _, passes in trained)} to train {SEED_ADAPTERS} seed adapters"
+    compose = search(setup, budget, "compose", {"method": "compose"}, seeds)
+    rows.append(_row(setup, budget, "compose over seed adapters", *compose, note))
+    genetic = search(setup, budget, "genetic", {"method": "genetic"}, [])
+    rows.append(_row(setup, budget, "gradient-free genetic", *genetic, "linear crossover"))
+    return rows
 
 
 def main() -> None:
