@@ -9,6 +9,7 @@ are read back from every genome's ``metrics.json``. Accuracy is greedy exact mat
 no fitness evaluation saw.
 
     python benchmarks/strategies.py              # population 6, 3 generations (about half an hour)
+    python benchmarks/strategies.py --small      # population 4, 2 generations
     python benchmarks/strategies.py --quick      # population 2, 2 generations (smoke test)
 """
 
@@ -30,7 +31,7 @@ from nora.toy.model import build_toy_model
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 RANK = 4
-SEED_ADAPTERS = 3
+SEED_ADAPTERS = 2
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class Budget:
     irpo_steps: int
 
 
-FULL = Budget(population=6, generations=3, dimension=100, eval_prompts=48, test_prompts=200, irpo_steps=30)
+FULL = Budget(population=6, generations=3, dimension=100, eval_prompts=40, test_prompts=150, irpo_steps=30)
+SMALL = Budget(population=4, generations=2, dimension=32, eval_prompts=16, test_prompts=60, irpo_steps=10)
 QUICK = Budget(population=2, generations=2, dimension=8, eval_prompts=8, test_prompts=8, irpo_steps=2)
 
 
@@ -160,6 +162,7 @@ def search(
     passes = sum(
         forward_passes(json.loads(p.read_text())) for p in (run_dir / "store").rglob("output/metrics.json")
     )
+    print(f"{name}: {passes} forward passes", flush=True)
     return run_dir / "best", passes
 
 
@@ -173,6 +176,7 @@ def irpo(setup: Setup, budget: Budget, name: str, seed: int, iterations: int) ->
         passes += forward_passes(json.loads((folder / "metrics.json").read_text()))
         adapter = folder / "adapter"
     assert adapter is not None
+    print(f"{name}: {passes} forward passes", flush=True)
     return adapter, passes
 
 
@@ -188,49 +192,33 @@ def _setup(budget: Budget, work: Path) -> Setup:
     return Setup(build_toy_model(work / "model"), train, evaluation, test, work)
 
 
-def compare(budget: Budget, work: Path) -> list[tuple[str, float, int, str]]:
-    """Rows ``(method, test accuracy, forward passes, note)``."""
+Row = tuple[str, float, int, str]
+
+
+def _row(setup: Setup, budget: Budget, method: str, adapter: Path | None, passes: int, note: str) -> Row:
+    """One table row, printed as soon as it is measured (a long run shows its progress)."""
+    row = (method, test_accuracy(setup, budget, adapter, method.split(maxsplit=1)[0]), passes, note)
+    print(f"row: {row}", flush=True)
+    return row
+
+
+def compare(budget: Budget, work: Path) -> list[Row]:
+    """Rows ``(method, test accuracy, forward passes, note)``, cheapest first."""
     setup = _setup(budget, work)
+    rows = [_row(setup, budget, "base model", None, 0, "")]
+    cmaes = {"method": "cmaes", "dimension": budget.dimension}
+    rows.append(_row(setup, budget, "cmaes from scratch", *search(setup, budget, "cmaes", cmaes, []), ""))
+    irpo_best, irpo_passes = irpo(setup, budget, "irpo", 9, budget.generations)
+    note = f"{budget.generations} iterations of {budget.irpo_steps} DPO steps"
+    rows.append(_row(setup, budget, "IRPO (reference)", irpo_best, irpo_passes, note))
     trained = [irpo(setup, budget, f"seed-adapter{i}", i + 1, 1) for i in range(SEED_ADAPTERS)]
     seeds = [adapter for adapter, _ in trained]
-    seed_cost = sum(passes for _, passes in trained)
-    cmaes_best, cmaes_passes = search(
-        setup, budget, "cmaes", {"method": "cmaes", "dimension": budget.dimension}, []
-    )
-    compose_best, compose_passes = search(setup, budget, "compose", {"method": "compose"}, seeds)
-    genetic_best, genetic_passes = search(setup, budget, "genetic", {"method": "genetic"}, [])
-    irpo_best, irpo_passes = irpo(setup, budget, "irpo", 9, budget.generations)
-    return [
-        ("base model", test_accuracy(setup, budget, None, "base"), 0, ""),
-        (
-            "cmaes from scratch",
-            test_accuracy(setup, budget, cmaes_best, "cmaes"),
-            cmaes_passes,
-            f"d={budget.dimension}",
-        ),
-        (
-            "compose over seed adapters",
-            test_accuracy(setup, budget, compose_best, "compose"),
-            compose_passes,
-            f"+{seed_cost} to train {SEED_ADAPTERS} seed adapters",
-        ),
-        (
-            "gradient-free genetic",
-            test_accuracy(setup, budget, genetic_best, "genetic"),
-            genetic_passes,
-            "linear crossover",
-        ),
-        (
-            "IRPO (reference)",
-            test_accuracy(setup, budget, irpo_best, "irpo"),
-            irpo_passes,
-            f"{budget.generations} iterations",
-        ),
-        *[
-            (f"  seed adapter {i}", test_accuracy(setup, budget, s, f"seed{i}"), 0, "one IRPO iteration")
-            for i, s in enumerate(seeds)
-        ],
-    ]
+    note = f"+{sum(passes for _, passes in trained)} to train {SEED_ADAPTERS} seed adapters"
+    compose = search(setup, budget, "compose", {"method": "compose"}, seeds)
+    rows.append(_row(setup, budget, "compose over seed adapters", *compose, note))
+    genetic = search(setup, budget, "genetic", {"method": "genetic"}, [])
+    rows.append(_row(setup, budget, "gradient-free genetic", *genetic, "linear crossover"))
+    return rows
 
 
 def main() -> None:
@@ -238,9 +226,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--small", action="store_true", help="population 4 x 2 generations (a busy machine)")
     parser.add_argument("--work", type=Path, default=Path("runs/strategies"))
     args = parser.parse_args()
-    budget = QUICK if args.quick else FULL
+    budget = QUICK if args.quick else SMALL if args.small else FULL
     rows = compare(budget, args.work.resolve())
     print(
         f"\npopulation {budget.population} x {budget.generations} generations, "

@@ -22,6 +22,7 @@ from tests.integration.test_operator_support import (
 from tests.support.crds import install_crds
 from tests.support.fixtures import Kubectl
 from tests.support.kubeapi import KubeHTTP
+from tests.support.kubelet import ProcessKubelet
 from tests.support.operator import OperatorProcess, Operators
 from tests.support.s3 import S3Server
 from tests.support.waiting import wait_for
@@ -43,6 +44,7 @@ def crds(kubectl: Kubectl) -> None:
 def test_a_killed_and_restarted_operator_replays_cmaes_to_the_same_result(
     kube_api: KubeHTTP,
     kubectl: Kubectl,
+    kubelet: ProcessKubelet,
     namespace: str,
     s3_server: S3Server,
     operators: Operators,
@@ -67,10 +69,22 @@ def test_a_killed_and_restarted_operator_replays_cmaes_to_the_same_result(
         wait_for(lambda: job_running(kube_api, bumpy, "cma"), timeout=120, what="a g0 Job running")
         operator.kill()  # while Jobs run
         operator.start()
-        wait_for(lambda: get_generation(kube_api, bumpy, "cma-g1"), timeout=300, what="g1", interval=0.02)
+        wait_for(
+            lambda: get_generation(kube_api, bumpy, "cma-g1"),
+            timeout=600,
+            what="g1",
+            interval=0.02,
+            on_timeout=operator.describe,
+        )
         operator.kill()  # while generation 1 is planned and bred: a replay of generation 0
         operator.start()
-        wait_for(lambda: get_generation(kube_api, bumpy, "cma-g2"), timeout=300, what="g2", interval=0.02)
+        wait_for(
+            lambda: get_generation(kube_api, bumpy, "cma-g2"),
+            timeout=600,
+            what="g2",
+            interval=0.02,
+            on_timeout=operator.describe,
+        )
         operator.kill()  # while generation 2 is planned and bred: a replay of generations 0 and 1
         operator.start()
 
@@ -85,5 +99,6 @@ def test_a_killed_and_restarted_operator_replays_cmaes_to_the_same_result(
         best = {ns: get_population(kube_api, ns, "cma")["status"]["best"] for ns in (steady, bumpy)}
         assert best[steady]["fitness"] == best[bumpy]["fitness"]
         assert operator.starts == 4
+        assert kubelet.pods_run()  # the genomes ran as Pods of the process kubelet
     finally:
         kube_api.delete(f"/api/v1/namespaces/{bumpy}")

@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from nora.api.base import ApiValidationError
-from nora.api.manifest import parse_population
+from nora.api.manifest import load_population, parse_population
 
-CRD = Path(__file__).resolve().parents[2] / "crds" / "nora.dev_populations.yaml"
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "nora.dev_populations.yaml"
 SEEDS = [{"uri": f"s3://b/adapter{i}/"} for i in range(3)]
 
 
@@ -77,3 +78,8 @@ def test_the_crd_carries_the_strategy_enum_bounds_and_rules() -> None:
     assert strategy["dimension"]["minimum"] == 1
     rules = {rule["fieldPath"] for rule in spec["x-kubernetes-validations"]}
     assert {".strategy.bounds", ".strategy.layers", ".seedAdapters"} <= rules
+
+
+def test_the_cmaes_example_manifest_is_valid() -> None:
+    spec = load_population(REPO / "manifests" / "examples" / "cmaes.yaml").spec
+    assert (spec.strategy.method, spec.training.method) == ("cmaes", "none")

@@ -21,7 +21,7 @@ from tests.unit.factories import random_genome
 from tests.unit.test_driver_parity import NAME, NS, StandinExecutor, _comparable
 
 SPEC: dict[str, Any] = {
-    "storage": {"bucket": "b"},
+    "storage": {"bucket": "bkt"},
     "populationSize": 4,
     "maxGenerations": 3,
     "parallelism": 2,

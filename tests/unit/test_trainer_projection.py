@@ -10,9 +10,9 @@ from transformers import AutoModelForCausalLM
 
 from nora.evolution.strategies.points import POINT_FILE, PointRecord
 from nora.genetics.projection import ProjectionSpec, project_module
-from nora.trainer import models
+from nora.trainer import models, pipeline
 from nora.trainer.errors import TrainerInputError
-from nora.trainer.irpo_config import AdapterRef
+from nora.trainer.irpo_config import AdapterRef, BaseModelRef, IrpoConfig, TrainerJob
 from nora.trainer.targets import resolve_targets
 from tests.unit.test_trainer_models import build_tiny_llama
 
@@ -55,3 +55,29 @@ def test_a_layered_record_that_misses_a_layer_is_bad_input(tmp_path: Path) -> No
     (tmp_path / POINT_FILE).write_text("{}")
     with pytest.raises(TrainerInputError, match="not a point record"):
         models.point_record(tmp_path.as_uri())
+
+
+def test_the_pipeline_starts_a_cmaes_genome_from_its_projection(tmp_path: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(build_tiny_llama(tmp_path / "tiny"))
+    start = tmp_path / "start"
+    start.mkdir()
+    record = PointRecord(PROJECTION, ((0.3,) * 6,))
+    (start / POINT_FILE).write_bytes(record.dumps())
+    job = TrainerJob(
+        genome="g",
+        population="p",
+        generation=0,
+        base_model=BaseModelRef(uri="file:///models/tiny"),
+        train_uri="",
+        eval_uri="file:///eval.jsonl",
+        adapter=AdapterRef(uri=start.as_uri(), rank=2, alpha=4.0, target_modules=("q_proj", "v_proj")),
+        output=(tmp_path / "out").as_uri(),
+        irpo=IrpoConfig(method="none"),
+    )
+    genome = pipeline._starting_genome(pipeline._State(job=job, scratch=tmp_path), model)
+    expected = models.projected_genome(
+        resolve_targets(model, job.adapter.target_modules), job.adapter, record, "file:///models/tiny"
+    )
+    assert sorted(genome.modules) == sorted(expected.modules)
+    for name, module in genome.items():
+        assert torch.equal(module.a, expected.modules[name].a)

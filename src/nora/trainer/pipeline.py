@@ -91,6 +91,7 @@ def _starting_genome(state: _State, base: torch.nn.Module) -> Genome:
     record = models.point_record(job.adapter.uri)
     if record is not None:
         log.info("adapter: projection of a %d-dimensional point", record.projection.dimension)
+        targets = resolve_targets(base, job.adapter.target_modules)
         return models.projected_genome(targets, job.adapter, record, job.base_model.uri)
     return _download_adapter(job.adapter.uri, state.scratch)
 
