@@ -18,7 +18,7 @@ from nora.storage import LocalStore
 from tests.support.fake_cluster import FakeCluster, population_status, run_to_end
 from tests.support.manifests import population_body, population_manifest
 from tests.unit.factories import random_genome
-from tests.unit.test_driver_parity import NAME, NS, StandinExecutor, _comparable
+from tests.unit.test_driver_parity import CLUSTER_BASE, LOCAL_BASE, NAME, NS, StandinExecutor, _comparable
 
 SPEC: dict[str, Any] = {
     "storage": {"bucket": "bkt"},
@@ -55,9 +55,9 @@ def test_both_drivers_run_a_strategy_to_the_same_books(tmp_path: Path, kind: str
     point = "point.json" if kind == "cmaes" else "adapter_model.safetensors"
     for number in range(3):
         for index in range(4):
-            key = f"nora/{NAME}/g{number}/{NAME}-g{number}-{index}/start/{point}"
-            assert local.read_bytes(key) == remote.read_bytes(key)
+            key = f"g{number}/{NAME}-g{number}-{index}/start/{point}"
+            assert local.read_bytes(f"{LOCAL_BASE}/{key}") == remote.read_bytes(f"{CLUSTER_BASE}/{key}")
         stored = GenerationRecord.model_validate(
-            json.loads(remote.read_bytes(f"nora/{NAME}/g{number}/generation.json"))
+            json.loads(remote.read_bytes(f"{CLUSTER_BASE}/g{number}/generation.json"))
         )
         assert _comparable(stored) == _comparable(state.generations[number])
