@@ -64,6 +64,8 @@ class DatasetSpec(ApiModel):
 
     train: DataUri
     eval: DataUri
+    test: DataUri | None = None
+    """Scored once, at the end, for the best genome and the top-k ensemble; fitness never sees it."""
     prompt_template: Annotated[str, AfterValidator(_has_question_slot)] = DEFAULT_PROMPT_TEMPLATE
     answer_pattern: Annotated[str, AfterValidator(_regex_with_group)] = DEFAULT_ANSWER_PATTERN
 
@@ -95,7 +97,9 @@ class SelectionSpec(ApiModel):
 class CrossoverSpecModel(ApiModel):
     """Crossover method and parameters (see ``nora.genetics.crossover``)."""
 
-    method: Literal["nora", "linear", "svd", "ties", "dare", "slerp", "blx"] = "nora"
+    method: Literal["nora", "linear", "svd", "ties", "dare", "slerp", "blx"] = "svd"
+    """``svd`` keeps the parents' accuracy (a fitness-weighted average of their updates); the paper's
+    ``nora`` factor crossover shrinks the update about sixfold and lands halfway back to the base model."""
     probability: Probability = 0.9
     temperature: Annotated[float, Field(gt=0.0)] = 0.1
     rank: Annotated[int, Field(ge=1)] | None = None
@@ -103,12 +107,22 @@ class CrossoverSpecModel(ApiModel):
     blx_alpha: Annotated[float, Field(ge=0.0)] = 0.5
 
 
+class SuccessionSpecModel(ApiModel):
+    """GENOME+'s succession: each bred genome moves toward the global best and away from the worst."""
+
+    toward: Probability = 0.3
+    away: Probability = 0.1
+
+
 class MutationSpecModel(ApiModel):
     """Mutation of factors, ranks and hyperparameter genes (see ``nora.genetics.mutation``)."""
 
     probability: Probability = 1.0
     gene_probability: Probability = 0.05
-    sigma: Annotated[float, Field(ge=0.0)] = 1e-3
+    sigma: Annotated[float, Field(ge=0.0)] = 0.1
+    """Gene noise; with ``sigmaScale: relative`` in units of each factor's root-mean-square entry."""
+    sigma_scale: Literal["relative", "absolute"] = "relative"
+    succession: SuccessionSpecModel | None = None
     reset_probability: Probability = 0.0
     rank_grow_probability: Probability = 0.1
     rank_shrink_probability: Probability = 0.1

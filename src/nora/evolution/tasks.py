@@ -40,7 +40,8 @@ def genome_task(
         seed=plan.seed,
         base_model=spec.base_model.model_copy(update={"uri": resolve(spec.base_model.uri)}),
         dataset=spec.dataset.model_copy(
-            update={"train": resolve(spec.dataset.train), "eval": resolve(spec.dataset.eval)}
+            # the test split is the driver's, scored at the end: a genome never sees it
+            update={"train": resolve(spec.dataset.train), "eval": resolve(spec.dataset.eval), "test": None}
         ),
         adapter=AdapterSource(
             uri=start,
