@@ -92,6 +92,10 @@ class SelectionSpec(ApiModel):
     survivors: Annotated[int, Field(ge=1)] | None = None
     elites: Annotated[int, Field(ge=0)] = 1
     tournament_size: Annotated[int, Field(ge=2)] = 3
+    rescore_elites: bool = False
+    """Evaluate each elite again (no training) with the new generation instead of carrying its fitness:
+    with ``training.rotateEval`` its score is then a fresh draw on the rows the offspring are scored on,
+    not the lucky maximum that made it the elite (the winner's curse)."""
 
 
 class CrossoverSpecModel(ApiModel):
@@ -163,6 +167,9 @@ class TrainingSpec(ApiModel):
     max_prompts: Annotated[int, Field(ge=1)] = 64
     max_new_tokens: Annotated[int, Field(ge=1, le=8192)] = 128
     eval_prompts: Annotated[int, Field(ge=1)] = 200
+    rotate_eval: bool = False
+    """Generation ``g`` is scored on ``evalPrompts`` eval rows from row ``g * evalPrompts`` on (wrapping
+    around the file) instead of the first ones, so no generation is picked on rows an earlier one was."""
 
 
 class SecretRef(ApiModel):

@@ -144,8 +144,10 @@ def plan_initial(spec: PopulationSpec, population: str) -> GenerationPlan:
 
 
 def _elite_plan(
-    old: GenomePlan, result: GenomeResult, population: str, generation: int, index: int
+    old: GenomePlan, result: GenomeResult, population: str, generation: int, index: int, rescore: bool
 ) -> GenomePlan:
+    """The elite copied unchanged; ``rescore`` has it evaluated again (``train`` only evaluates it:
+    see ``nora.evolution.tasks``) instead of carrying its fitness into the new generation."""
     return GenomePlan(
         id=genome_id(population, generation, index),
         index=index,
@@ -155,8 +157,8 @@ def _elite_plan(
         adapter=result.adapter,
         hyperparameters=dict(old.hyperparameters),
         seed=old.seed,
-        train=False,
-        fitness=result.fitness,
+        train=rescore,
+        fitness=None if rescore else result.fitness,
     )
 
 
@@ -233,7 +235,14 @@ def plan_next(
     genomes: list[GenomePlan] = []
     for index, elite in enumerate(elites(scored, spec.selection.elites)):
         genomes.append(
-            _elite_plan(pool.plans[elite.id], pool.results[elite.id], population, generation, index)
+            _elite_plan(
+                pool.plans[elite.id],
+                pool.results[elite.id],
+                population,
+                generation,
+                index,
+                spec.selection.rescore_elites,
+            )
         )
     orders = []
     for index in range(len(genomes), spec.population_size):
