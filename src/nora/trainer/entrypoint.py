@@ -60,9 +60,7 @@ def load_job(uri: str) -> TrainerJob:
     if not batch:
         return job
     if not batch.isdigit() or int(batch) < 1:
-        raise TrainerInputError(
-            f"{contract.ENV_GENERATION_BATCH_SIZE}: must be a positive integer (got {batch!r})"
-        )
+        raise TrainerInputError(f"{contract.ENV_GENERATION_BATCH_SIZE}: must be a positive integer (got {batch!r})")
     return replace(job, irpo=replace(job.irpo, generation_batch_size=int(batch)))
 
 
@@ -129,9 +127,7 @@ def configure_runtime() -> None:
     threads = os.environ.get(contract.ENV_NUM_THREADS)
     if threads:
         if not threads.isdigit() or int(threads) < 1:
-            raise TrainerInputError(
-                f"{contract.ENV_NUM_THREADS}: must be a positive integer (got {threads!r})"
-            )
+            raise TrainerInputError(f"{contract.ENV_NUM_THREADS}: must be a positive integer (got {threads!r})")
         torch.set_num_threads(int(threads))
 
 
