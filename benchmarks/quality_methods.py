@@ -20,7 +20,7 @@ import torch
 import yaml
 
 RANK = 8
-GENE_RANGES = {"learningRate": (5e-5, 5e-4), "nllWeight": (1.0, 8.0)}
+GENE_RANGES = {"learningRate": (2e-5, 2e-4), "nllWeight": (1.0, 8.0)}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
