@@ -112,6 +112,7 @@ def _crossover_method(crossover: str) -> Method:
 
     return run
 
+
 GROUPS: tuple[dict[str, Method], ...] = (
     {
         "base model": lambda s, b: Outcome((None,), float("nan"), Compute()),

@@ -46,7 +46,7 @@ def test_succession_of_the_best_with_no_push_away_keeps_its_update() -> None:
 
 
 def test_succession_steps_are_fractions() -> None:
-    with pytest.raises(GeneticsError, match="succession.toward"):
+    with pytest.raises(GeneticsError, match=r"succession\.toward"):
         SuccessionSpec(toward=1.5)
 
 
