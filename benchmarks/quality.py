@@ -1,270 +1,195 @@
-"""Quality on the toy task at equal training steps: base model, single-adapter IRPO, NoRA evolution, and
-gradient-free evolution (``training.method: none``), over several seeds, as a table and a plot.
+"""Quality on the toy task at equal compute: what evolution gives against what a user would run instead.
 
-Fitness during evolution is eval accuracy; the numbers reported here are greedy accuracy on a separate
-*test* split (eval rows of another data seed, minus any row in the fitness eval set), so picking the
-best genome on the eval set does not flatter it. Single-adapter IRPO gets the same number of DPO steps
-as the whole NoRA population used, spread over as many IRPO iterations as NoRA has generations.
+Every method starts from the same toy model and data of a seed and is scored by greedy accuracy on a
+*test* split (1000 eval-partition rows of their own stream, disjoint from train and from the 300 eval rows
+that fitness uses), so picking the best genome on the eval split does not flatter it. Methods:
 
-    python benchmarks/quality.py                 # 3 seeds, population 4, 3 generations (tens of minutes)
-    python benchmarks/quality.py --quick         # one seed, tiny budgets (smoke test)
+* base model; single-adapter iterated IRPO given the NoRA run's trainer budget (more prompts and steps per
+  iteration); random search (K iterated-IRPO runs, learning rate and NLL weight drawn from NoRA's gene
+  ranges, best on eval); PBT (no crossover: copy a winner, perturb its genes); NoRA with each crossover
+  (``nora``, ``linear``, ``svd``, ``ties``); the top-3 majority-vote ensemble of the default NoRA run;
+  gradient-free evolution (``training.method: none``) from the default run's generation-0 adapters,
+  against the best of those seed adapters.
 
-Each seed's folder under ``--work`` is deleted and rebuilt first, so a rerun never reuses old results.
+Each finished (seed, method) cell is appended to a CSV (``benchmarks/results/quality.csv``; commit it);
+a rerun skips finished cells and resumes half-finished runs, so the benchmark can be continued across
+sessions. The table gives each method's mean, the 95% confidence interval of its per-seed paired difference
+against the default NoRA run, and its compute (tokens sampled, trained on, generated for fitness).
+
+    python benchmarks/quality.py                 # 5 seeds (hours on 2 cores; resumable)
+    python benchmarks/quality.py --table         # print the table and plot of the CSV so far
+    python benchmarks/quality.py --quick         # tiny budgets, one seed, its own CSV (a few minutes)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import statistics
+import csv
+import datetime
 import subprocess
-import sys
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from nora.toy.data import read_jsonl, write_dataset, write_jsonl
+from nora.genetics import load_genome
+from nora.toy.data import write_dataset
 from nora.toy.model import build_toy_model
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Sizes of one comparison."""
-
-    population: int
-    generations: int
-    steps: int
-    prompts: int
-    eval_prompts: int
-    test_prompts: int
-    samples: int
-
-
-FULL = Budget(
-    population=4, generations=3, steps=60, prompts=32, eval_prompts=100, test_prompts=200, samples=8
+from nora.trainer.data import load_split
+from nora.trainer.irpo_config import BaseModelRef, IrpoConfig
+from nora.trainer.testscore import score_adapters
+from quality_methods import (
+    FULL,
+    QUICK,
+    Budget,
+    Compute,
+    Outcome,
+    Setup,
+    evolve,
+    gradient_free,
+    iterated_irpo,
+    pbt,
+    random_search,
 )
-RANK = 8
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
-QUICK = Budget(population=2, generations=2, steps=3, prompts=4, eval_prompts=8, test_prompts=8, samples=4)
+from quality_table import FIELDS, print_table
+
+DEFAULT_NORA = "NoRA (svd)"
+CROSSOVERS = ("svd", "nora", "linear", "ties")
+RESULTS = Path(__file__).parent / "results" / "quality.csv"
 
 
-def _nora(*args: str) -> str:
+def setup_seed(seed: int, budget: Budget, work: Path) -> Setup:
+    """The seed's data (written once; deterministic) and the shared toy model."""
+    data = work / f"seed{seed}" / "data"
+    if not (data / "test.jsonl").exists():
+        write_dataset(data, seed=seed, n_eval=budget.eval_prompts, n_test=budget.test_prompts)
+    model = build_toy_model(work / "model", seed=0)
+    return Setup(
+        seed, model, data / "train.jsonl", data / "eval.jsonl", data / "test.jsonl", work / f"seed{seed}"
+    )
+
+
+def trainer_runs(budget: Budget) -> int:
+    """Trainer runs of a NoRA run: the whole first generation, then all but the elite."""
+    return budget.population + (budget.population - 1) * (budget.generations - 1)
+
+
+def single_irpo(setup: Setup, budget: Budget) -> Outcome:
+    """Iterated IRPO on one adapter with the NoRA run's prompts and steps, spread over its generations."""
+    scale = trainer_runs(budget) / budget.generations
+    return iterated_irpo(setup, budget, "irpo", {}, scale)
+
+
+def _ensemble(setup: Setup, budget: Budget) -> Outcome:
+    run = evolve(setup, budget, "svd")
+    return Outcome(run.adapters[1:4], run.fitness, run.compute, note="top-3 genomes of NoRA (svd)")
+
+
+def _seeds(setup: Setup) -> tuple[list[Path], list[float]]:
+    import json
+
+    paths = sorted((setup.work / "nora-svd" / "store").rglob("g0/*/output/metrics.json"))
+    return [p.parent / "adapter" for p in paths], [json.loads(p.read_text())["fitness"] for p in paths]
+
+
+def _best_seed(setup: Setup, budget: Budget) -> Outcome:
+    evolve(setup, budget, "svd")
+    adapters, fitness = _seeds(setup)
+    best = max(range(len(adapters)), key=lambda i: fitness[i])
+    return Outcome((adapters[best],), fitness[best], Compute(), note="generation 0 of NoRA (svd)")
+
+
+def _free(setup: Setup, budget: Budget) -> Outcome:
+    evolve(setup, budget, "svd")
+    adapters, fitness = _seeds(setup)
+    return gradient_free(setup, budget, adapters, max(fitness))
+
+
+Method = Callable[[Setup, Budget], Outcome]
+
+
+def _crossover_method(crossover: str) -> Method:
+    def run(setup: Setup, budget: Budget) -> Outcome:
+        return evolve(setup, budget, crossover)
+
+    return run
+
+
+GROUPS: tuple[dict[str, Method], ...] = (
+    {
+        "base model": lambda s, b: Outcome((None,), float("nan"), Compute()),
+        DEFAULT_NORA: lambda s, b: evolve(s, b, "svd"),
+        "single IRPO": single_irpo,
+        "top-3 ensemble": _ensemble,
+    },
+    {"random search": random_search, "PBT": pbt},
+    {f"NoRA ({c})": _crossover_method(c) for c in CROSSOVERS[1:]},
+    {"best seed": _best_seed, "gradient-free from seeds": _free},
+)
+
+
+def _commit() -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "nora", *args], capture_output=True, text=True, check=False, timeout=7200
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     )
-    if result.returncode != 0:
-        raise RuntimeError(f"nora {' '.join(args)} failed ({result.returncode}): {result.stderr[-2000:]}")
-    return result.stdout
+    return result.stdout.strip()
 
 
-def _training(budget: Budget, steps: int, method: str = "irpo") -> dict[str, Any]:
-    """The trainer settings of benchmarks/trainer.py (the ones that raised accuracy in its sweeps)."""
-    return {
-        "method": method,
-        "samplesPerPrompt": budget.samples,
-        "pairsPerPrompt": 4,
-        "maxSteps": steps,
-        "batchSize": 4,
-        "maxPrompts": budget.prompts,
-        "maxNewTokens": 96,
-        "evalPrompts": budget.eval_prompts,
-        "learningRate": 1e-4,
-        "beta": 0.1,
-        "nllWeight": 4.0,
-    }
+def run_cell(setup: Setup, budget: Budget, name: str, method: Method) -> dict[str, str]:
+    """Run one method for one seed and score what it hands over on the test split."""
+    started = datetime.datetime.now(datetime.UTC)
+    outcome = method(setup, budget)
+    rows = load_split(setup.test.as_uri(), "test")
+    adapters = [load_genome(path) if path else None for path in outcome.adapters]
+    score = score_adapters(BaseModelRef(uri=setup.model.as_uri()), adapters, rows, IrpoConfig())
+    test = score.ensemble if name.endswith("ensemble") else score.accuracy[0]
+    assert test is not None
+    c = outcome.compute
+    minutes = (datetime.datetime.now(datetime.UTC) - started).total_seconds() / 60
+    values = [setup.seed, name, f"{test:.4f}", f"{outcome.fitness:.4f}", c.sampled, c.trained, c.evaluated]
+    values += [c.steps, c.runs, score.rows, f"{minutes:.1f}", outcome.note, _commit()]
+    return dict(zip(FIELDS, map(str, values), strict=True))
 
 
-def _task(
-    model: Path,
-    train: Path,
-    evaluation: Path,
-    adapter: Path | None,
-    training: dict[str, Any],
-    out: Path,
-    seed: int,
-    generation: int = 0,
-) -> dict[str, Any]:
-    return {
-        "population": "quality",
-        "generation": generation,
-        "genome": out.name,
-        "seed": seed,
-        "baseModel": {"uri": model.as_uri()},
-        "dataset": {"train": train.as_uri(), "eval": evaluation.as_uri()},
-        "adapter": {
-            "uri": adapter.as_uri() if adapter else None,
-            "rank": RANK,
-            "alpha": 2.0 * RANK,
-            "targetModules": TARGETS,
-        },
-        "training": training,
-        "output": out.as_uri(),
-    }
+def done_cells(path: Path) -> set[tuple[str, str]]:
+    """(seed, method) pairs already in the CSV."""
+    if not path.exists():
+        return set()
+    with path.open() as handle:
+        return {(row["seed"], row["method"]) for row in csv.DictReader(handle)}
 
 
-def _train(task: dict[str, Any], folder: Path) -> dict[str, Any]:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "genome.json").write_text(json.dumps(task))
-    summary: dict[str, Any] = json.loads(
-        _nora("train", "--genome", str(folder / "genome.json")).strip().splitlines()[-1]
-    )
-    return summary
-
-
-@dataclass(frozen=True)
-class Setup:
-    """The files of one seed."""
-
-    seed: int
-    model: Path
-    train: Path
-    eval: Path
-    test: Path
-    work: Path
-
-
-def _setup(seed: int, budget: Budget, work: Path) -> Setup:
-    """A fresh work folder for one seed: a leftover ``nora run`` folder would resume an old run."""
-    shutil.rmtree(work, ignore_errors=True)
-    train, evaluation = write_dataset(work / "data", seed=seed, n_eval=budget.eval_prompts)
-    _, other = write_dataset(work / "other", seed=seed + 1000, n_eval=budget.test_prompts * 2)
-    seen = {row["question"] for row in read_jsonl(evaluation)}
-    test = work / "data" / "test.jsonl"
-    write_jsonl(
-        test, [row for row in read_jsonl(other) if row["question"] not in seen][: budget.test_prompts]
-    )
-    return Setup(seed, build_toy_model(work / "model"), train, evaluation, test, work)
-
-
-def accuracy_on_test(setup: Setup, budget: Budget, adapter: Path | None, name: str) -> float:
-    """Greedy accuracy of base + ``adapter`` on the test split."""
-    training = {**_training(budget, 1, "none"), "evalPrompts": budget.test_prompts}
-    task = _task(
-        setup.model, setup.train, setup.test, adapter, training, setup.work / f"test-{name}", setup.seed
-    )
-    return float(_train(task, setup.work / f"test-{name}")["accuracy"])
-
-
-def evolve(setup: Setup, budget: Budget, method: str) -> tuple[Path, int]:
-    """Run ``nora run`` on a toy Population; returns the best adapter and the DPO steps used."""
-    name = f"evo-{method}"
-    spec = {
-        "baseModel": {"uri": setup.model.as_uri()},
-        "dataset": {"train": setup.train.as_uri(), "eval": setup.eval.as_uri()},
-        "populationSize": budget.population,
-        "maxGenerations": budget.generations,
-        "seed": setup.seed,
-        "selection": {"method": "tournament", "survivors": 2, "elites": 1, "tournamentSize": 2},
-        "crossover": {"method": "nora", "temperature": 0.1},
-        "mutation": {
-            "sigma": 0.001,
-            "rankGrowProbability": 0.2,
-            "rankShrinkProbability": 0.1,
-            "maxRank": 16,
-            "hyperparameters": {"learningRate": [5e-5, 5e-4]},
-        },
-        "adapter": {"initialRank": RANK, "alpha": 2 * RANK, "targetModules": TARGETS},
-        "training": _training(budget, budget.steps, method),
-        "parallelism": 2,
-    }
-    manifest = setup.work / f"{name}.yaml"
-    document = {
-        "apiVersion": "nora.dev/v1alpha1",
-        "kind": "Population",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    manifest.write_text(yaml.safe_dump(document))
-    run_dir = setup.work / name
-    _nora("run", str(manifest), "--dir", str(run_dir))
-    metrics = (run_dir / "store").rglob("output/metrics.json")
-    steps = sum(int(json.loads(path.read_text())["training"].get("steps", 0)) for path in metrics)
-    return run_dir / "best", steps
-
-
-def single_irpo(setup: Setup, budget: Budget, total_steps: int) -> Path:
-    """Iterated IRPO on one adapter: ``generations`` iterations sharing ``total_steps`` DPO steps."""
-    adapter: Path | None = None
-    per_iteration = max(1, round(total_steps / budget.generations))
-    for iteration in range(budget.generations):
-        folder = setup.work / f"irpo-{iteration}"
-        task = _task(
-            setup.model,
-            setup.train,
-            setup.eval,
-            adapter,
-            _training(budget, per_iteration),
-            folder,
-            setup.seed + iteration,
-            generation=iteration,  # the prompt window NoRA's generation of that number trains on
-        )
-        _train(task, folder)
-        adapter = folder / "adapter"
-    assert adapter is not None
-    return adapter
-
-
-def compare(seed: int, budget: Budget, work: Path) -> dict[str, float]:
-    """Test accuracy of the four methods for one seed."""
-    setup = _setup(seed, budget, work / f"seed{seed}")
-    nora_best, nora_steps = evolve(setup, budget, "irpo")
-    free_best, _ = evolve(setup, budget, "none")
-    irpo_final = single_irpo(setup, budget, nora_steps)
-    results = {
-        "base model": accuracy_on_test(setup, budget, None, "base"),
-        "single-adapter IRPO": accuracy_on_test(setup, budget, irpo_final, "irpo"),
-        "NoRA evolution": accuracy_on_test(setup, budget, nora_best, "nora"),
-        "gradient-free evolution": accuracy_on_test(setup, budget, free_best, "free"),
-    }
-    print(f"seed {seed}: {json.dumps(results)} (DPO steps per method: {nora_steps})", flush=True)
-    return results
-
-
-def _plot(table: dict[str, list[float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(table)
-    means = [statistics.mean(v) for v in table.values()]
-    spreads = [statistics.pstdev(v) for v in table.values()]
-    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
-    axes.bar(names, means, yerr=spreads, capsize=4)
-    axes.set_ylabel("test accuracy")
-    axes.set_title("toy task, equal DPO steps")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+def append(path: Path, row: dict[str, str]) -> None:
+    """Append one finished cell (with the header when the file is new)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+    print(f"cell: {row}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--quick", action="store_true", help="tiny budgets, one seed, its own CSV")
+    parser.add_argument("--table", action="store_true", help="only print the table and plot of the CSV")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--work", type=Path, default=Path("runs/quality"))
+    parser.add_argument("--csv", type=Path, default=None, help=f"results file (default {RESULTS})")
     args = parser.parse_args()
-    args.work = args.work.resolve()
-    budget = QUICK if args.quick else FULL
-    seeds = args.seeds[:1] if args.quick else args.seeds
-    table: dict[str, list[float]] = {}
-    for seed in seeds:
-        for name, accuracy in compare(seed, budget, args.work).items():
-            table.setdefault(name, []).append(accuracy)
-    print(f"\n| {'method':<24} | {'test accuracy (mean)':>20} | {'spread (std)':>12} | per seed |")
-    print(f"|{'-' * 26}|{'-' * 22}|{'-' * 14}|----------|")
-    for name, values in table.items():
-        per_seed = ", ".join(f"{v:.3f}" for v in values)
-        mean, spread = statistics.mean(values), statistics.pstdev(values)
-        print(f"| {name:<24} | {mean:>20.3f} | {spread:>12.3f} | {per_seed} |")
-    args.work.mkdir(parents=True, exist_ok=True)
-    _plot(table, args.work / "quality.png")
-    print(f"plot: {args.work / 'quality.png'}")
+    work = args.work.resolve() / ("quick" if args.quick else "full")
+    budget, seeds = (QUICK, args.seeds[:1]) if args.quick else (FULL, args.seeds)
+    path = args.csv or (work / "quality.csv" if args.quick else RESULTS)
+    if not args.table:
+        for group in GROUPS:
+            for seed in seeds:
+                setup = setup_seed(seed, budget, work)
+                for name, method in group.items():
+                    if (str(seed), name) not in done_cells(path):
+                        append(path, run_cell(setup, budget, name, method))
+    print_table(path, DEFAULT_NORA, path.with_suffix(".png"))
 
 
 if __name__ == "__main__":

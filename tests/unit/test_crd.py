@@ -101,7 +101,7 @@ def _violations() -> dict[str, dict[str, Any]]:
         ".retries.maxFailedGenomes": {"retries": {"maxFailedGenomes": 9}},
         ".adapter.initialRank": {"adapter": {"initialRank": 65}},
         ".training.pairsPerPrompt": {"training": {"samplesPerPrompt": 2, "pairsPerPrompt": 3}},
-        ".crossover.rank": {"crossover": {"rank": 4}},
+        ".crossover.rank": {"crossover": {"method": "nora", "rank": 4}},
         ".crossover.method": {"crossover": {"method": "ties"}},
         ".fitness.goal": {"fitness": {"metric": "irpo_loss"}},
         ".storage.secretRef": {"storage": {"secretRef": {"name": "s3"}}},

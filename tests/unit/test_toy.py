@@ -103,3 +103,21 @@ def test_cli_data_writes_files_and_rejects_bad_counts(tmp_path: Path) -> None:
     assert bad.exit_code == 2
     assert "--train" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_test_split_is_disjoint_from_train_and_eval(tmp_path: Path) -> None:
+    train, evaluation = data.write_dataset(tmp_path, seed=3, n_train=200, n_eval=50, n_test=300)
+    test = data.read_jsonl(tmp_path / "test.jsonl")
+    questions = {row["question"] for row in test}
+    assert len(test) == len(questions) == 300
+    assert not questions & {row["question"] for row in data.read_jsonl(train)}
+    assert not questions & {row["question"] for row in data.read_jsonl(evaluation)}
+    assert {data.question_split(q) for q in questions} == {"eval"}
+
+
+def test_test_split_is_deterministic_and_honours_exclusions() -> None:
+    first = data.generate_test_rows(5, 20)
+    assert first == data.generate_test_rows(5, 20)
+    excluded = [row["question"] for row in first[:5]]
+    again = data.generate_test_rows(5, 20, exclude=excluded)
+    assert not {row["question"] for row in again} & set(excluded)

@@ -113,6 +113,10 @@ class SelectionSpec(ApiModel):
     survivors: Annotated[int, Field(ge=1)] | None = None
     elites: Annotated[int, Field(ge=0)] = 1
     tournament_size: Annotated[int, Field(ge=2)] = 3
+    rescore_elites: bool = False
+    """Evaluate each elite again (no training) with the new generation instead of carrying its fitness:
+    with ``training.rotateEval`` its score is then a fresh draw on the rows the offspring are scored on,
+    not the lucky maximum that made it the elite (the winner's curse)."""
 
 
 class CrossoverSpecModel(ApiModel):
@@ -122,7 +126,9 @@ class CrossoverSpecModel(ApiModel):
     default: equal shapes do not make two base models the same).
     """
 
-    method: Literal["nora", "linear", "svd", "ties", "dare", "slerp", "blx"] = "nora"
+    method: Literal["nora", "linear", "svd", "ties", "dare", "slerp", "blx"] = "svd"
+    """``svd`` keeps the parents' accuracy (a fitness-weighted average of their updates); the paper's
+    ``nora`` factor crossover shrinks the update about sixfold and lands halfway back to the base model."""
     probability: Probability = 0.9
     temperature: Annotated[float, Field(gt=0.0)] = 0.1
     rank: Annotated[int, Field(ge=1)] | None = None
@@ -131,12 +137,22 @@ class CrossoverSpecModel(ApiModel):
     allow_mixed_base_models: bool = False
 
 
+class SuccessionSpecModel(ApiModel):
+    """GENOME+'s succession: each bred genome moves toward the global best and away from the worst."""
+
+    toward: Probability = 0.3
+    away: Probability = 0.1
+
+
 class MutationSpecModel(ApiModel):
     """Mutation of factors, ranks and hyperparameter genes (see ``nora.genetics.mutation``)."""
 
     probability: Probability = 1.0
     gene_probability: Probability = 0.05
-    sigma: Annotated[float, Field(ge=0.0)] = 1e-3
+    sigma: Annotated[float, Field(ge=0.0)] = 0.1
+    """Gene noise; with ``sigmaScale: relative`` in units of each factor's root-mean-square entry."""
+    sigma_scale: Literal["relative", "absolute"] = "relative"
+    succession: SuccessionSpecModel | None = None
     reset_probability: Probability = 0.0
     rank_grow_probability: Probability = 0.1
     rank_shrink_probability: Probability = 0.1
@@ -175,6 +191,9 @@ class TrainingSpec(ApiModel):
     max_prompts: Annotated[int, Field(ge=1)] = 64
     max_new_tokens: Annotated[int, Field(ge=1, le=8192)] = 128
     eval_prompts: Annotated[int, Field(ge=1)] = 200
+    rotate_eval: bool = False
+    """Generation ``g`` is scored on ``evalPrompts`` eval rows from row ``g * evalPrompts`` on (wrapping
+    around the file) instead of the first ones, so no generation is picked on rows an earlier one was."""
 
 
 GENE_FIELDS = ("learning_rate", "beta", "nll_weight", "temperature")

@@ -1,7 +1,8 @@
 """``toy://`` URIs: the project's own toy model and data, built on first use (cached), for demos and tests.
 
 * ``toy://arithmetic[?seed=N]``: the toy base model (Hugging Face format);
-* ``toy://arithmetic/train[?seed=N]`` and ``toy://arithmetic/eval[?seed=N]``: the toy task's JSONL splits.
+* ``toy://arithmetic/train[?seed=N]``, ``toy://arithmetic/eval[?seed=N]`` and ``toy://arithmetic/test[?seed=N]``:
+  the toy task's JSONL splits (the test split is disjoint from both others).
 
 They resolve to ``file://`` URIs in one shared folder (under the toy cache), so trainers see ordinary
 local files and two runs of one manifest record the same base-model path in their adapters.
@@ -15,6 +16,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 TOY_TASK = "arithmetic"
+TOY_TEST_ROWS = 1000
+"""Rows of ``toy://arithmetic/test``: enough that one seed's sampling error is about 1.5 points."""
 
 
 class ToyUriError(ValueError):
@@ -39,18 +42,18 @@ class ToyResolver:
         parsed = urlparse(uri)
         seed_values = parse_qs(parsed.query).get("seed", ["0"])
         if parsed.netloc != TOY_TASK or not seed_values[0].isdigit():
-            raise ToyUriError(f"{uri}: unknown toy URI; use toy://{TOY_TASK}[/train|/eval][?seed=N]")
+            raise ToyUriError(f"{uri}: unknown toy URI; use toy://{TOY_TASK}[/train|/eval|/test][?seed=N]")
         seed = int(seed_values[0])
         split = parsed.path.strip("/")
         if split == "":
             from nora.toy.model import build_toy_model
 
             return build_toy_model(self.root / f"model-seed{seed}", seed=seed).resolve().as_uri()
-        if split in ("train", "eval"):
+        if split in ("train", "eval", "test"):
             from nora.toy.data import write_dataset
 
             folder = self.root / f"data-seed{seed}"
             if not (folder / f"{split}.jsonl").exists():
-                write_dataset(folder, seed=seed)
+                write_dataset(folder, seed=seed, n_test=TOY_TEST_ROWS)
             return (folder / f"{split}.jsonl").resolve().as_uri()
-        raise ToyUriError(f"{uri}: unknown toy split {split!r}; use /train or /eval")
+        raise ToyUriError(f"{uri}: unknown toy split {split!r}; use /train, /eval or /test")

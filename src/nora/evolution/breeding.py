@@ -13,13 +13,19 @@ from nora.evolution.planning import BreedingOrder, Order
 from nora.evolution.strategies.orders import ComposeOrder, execute_compose, execute_projection
 from nora.genetics import Genome, MutationSpec, breed, make_generator, mutate
 from nora.genetics.io import MANIFEST_FILE
+from nora.genetics.succession import succession
 from nora.storage import Store
 
 NO_MUTATION = MutationSpec()
 
 
-def offspring(order: BreedingOrder, parents: list[Genome]) -> Genome:
-    """The child genome of ``order`` from already loaded ``parents`` (pure tensor work)."""
+def offspring(
+    order: BreedingOrder, parents: list[Genome], guides: tuple[Genome, Genome] | None = None
+) -> Genome:
+    """The child genome of ``order`` from already loaded ``parents`` (pure tensor work).
+
+    ``guides`` are the population's best and worst genomes, needed when the order has a succession step.
+    """
     mutation = order.mutation or NO_MUTATION
     if order.crossover is not None:
         child = breed(
@@ -32,6 +38,8 @@ def offspring(order: BreedingOrder, parents: list[Genome]) -> Genome:
         )
     else:
         child = mutate(parents[0], mutation, make_generator(order.mutation_seed))
+    if order.succession is not None and guides is not None:
+        child = succession(child, guides[0], guides[1], order.succession.spec)
     return child.with_hyperparameters(order.hyperparameters)
 
 
@@ -44,5 +52,9 @@ def execute(order: Order, store: Store) -> bool:
     if store.exists(f"{order.output}/{MANIFEST_FILE}"):
         return False
     parents = [download_genome(store, parent.adapter) for parent in order.parents]
-    upload_genome(store, order.output, offspring(order, parents))
+    guides = None
+    if order.succession is not None:
+        best, worst = order.succession.best, order.succession.worst
+        guides = (download_genome(store, best.adapter), download_genome(store, worst.adapter))
+    upload_genome(store, order.output, offspring(order, parents, guides))
     return True

@@ -30,7 +30,8 @@ from nora.genetics import (
     select,
 )
 from nora.genetics.crossover import blend_genes
-from nora.genetics.selection import truncation
+from nora.genetics.selection import ranked, truncation
+from nora.genetics.succession import SuccessionSpec
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,18 @@ class ParentRef:
 
 
 @dataclass(frozen=True)
+class SuccessionOrder:
+    """GENOME+'s succession step after mutation: toward ``best``, away from ``worst``."""
+
+    best: ParentRef
+    worst: ParentRef
+    spec: SuccessionSpec
+
+
+@dataclass(frozen=True)
 class BreedingOrder:
-    """Make one offspring's starting adapter: crossover (optional) then mutation (optional)."""
+    """Make one offspring's starting adapter: crossover (optional), mutation (optional), succession
+    (optional)."""
 
     child: str
     parents: tuple[ParentRef, ...]
@@ -54,6 +65,7 @@ class BreedingOrder:
     mutation_seed: int
     hyperparameters: Mapping[str, float]
     output: str
+    succession: SuccessionOrder | None = None
 
 
 Order = BreedingOrder | ProjectionOrder | ComposeOrder
@@ -94,6 +106,23 @@ def mutation_spec(spec: PopulationSpec) -> MutationSpec:
         max_rank=m.max_rank,
         hyperparameter_probability=m.hyperparameter_probability,
         hyperparameter_bounds=dict(m.hyperparameters),
+        relative_sigma=m.sigma_scale == "relative",
+    )
+
+
+def succession_order(
+    spec: PopulationSpec, pool: Sequence[Scored], adapters: Mapping[str, str]
+) -> SuccessionOrder | None:
+    """The succession step toward the fittest of ``pool`` and away from its least fit, if configured."""
+    settings = spec.mutation.succession
+    if settings is None or len(pool) < 2:
+        return None
+    order = ranked(pool)
+    best, worst = order[0], order[-1]
+    return SuccessionOrder(
+        best=ParentRef(best.id, adapters[best.id], float(best.fitness or 0.0)),
+        worst=ParentRef(worst.id, adapters[worst.id], float(worst.fitness or 0.0)),
+        spec=SuccessionSpec(toward=settings.toward, away=settings.away),
     )
 
 
@@ -120,8 +149,10 @@ def plan_initial(spec: PopulationSpec, population: str) -> GenerationPlan:
 
 
 def _elite_plan(
-    old: GenomePlan, result: GenomeResult, population: str, generation: int, index: int
+    old: GenomePlan, result: GenomeResult, population: str, generation: int, index: int, rescore: bool
 ) -> GenomePlan:
+    """The elite copied unchanged; ``rescore`` has it evaluated again (``train`` only evaluates it:
+    see ``nora.evolution.tasks``) instead of carrying its fitness into the new generation."""
     return GenomePlan(
         id=genome_id(population, generation, index),
         index=index,
@@ -131,8 +162,8 @@ def _elite_plan(
         adapter=result.adapter,
         hyperparameters=dict(old.hyperparameters),
         seed=old.seed,
-        train=False,
-        fitness=result.fitness,
+        train=rescore,
+        fitness=None if rescore else result.fitness,
     )
 
 
@@ -146,6 +177,7 @@ class _Pool:
     scored: list[Scored]
     plans: dict[str, GenomePlan]
     results: dict[str, GenomeResult]
+    succession: SuccessionOrder | None = None
 
 
 def _offspring(
@@ -178,6 +210,7 @@ def _offspring(
         output=start_adapter_key(
             spec.storage.prefix, population, generation, genome_id(population, generation, index)
         ),
+        succession=pool.succession,
     )
 
 
@@ -197,15 +230,24 @@ def plan_next(
         for plan, result in previous
         if result.fitness is not None and result.scored
     ]
+    results = {plan.id: result for plan, result in previous}
     pool = _Pool(
         scored=truncation(scored, spec.survivors),
         plans={plan.id: plan for plan, _ in previous},
-        results={plan.id: result for plan, result in previous},
+        results=results,
+        succession=succession_order(spec, scored, {k: r.adapter or "" for k, r in results.items()}),
     )
     genomes: list[GenomePlan] = []
     for index, elite in enumerate(elites(scored, spec.selection.elites)):
         genomes.append(
-            _elite_plan(pool.plans[elite.id], pool.results[elite.id], population, generation, index)
+            _elite_plan(
+                pool.plans[elite.id],
+                pool.results[elite.id],
+                population,
+                generation,
+                index,
+                spec.selection.rescore_elites,
+            )
         )
     orders = []
     for index in range(len(genomes), spec.population_size):

@@ -49,7 +49,10 @@ def genome_task(
             dropout=adapter.dropout,
             target_modules=list(adapter.target_modules),
         ),
-        training=spec.training,
+        # an elite that trains is only re-scored: its adapter is kept as it is
+        training=spec.training.model_copy(update={"method": "none"})
+        if plan.origin == "elite"
+        else spec.training,
         fitness=spec.fitness,
         hyperparameters=dict(plan.hyperparameters),
         output=key_uri(output_key(spec.storage.prefix, population, plan.generation, plan.id)),

@@ -3,7 +3,10 @@
 Per module, in this order (each decision draws from the generator whether or not it fires, so one
 setting never shifts another's random stream):
 
-1. gene noise: ``theta + N(0, sigma^2) * mask``, ``mask ~ Bernoulli(gene_probability)`` (GENOME);
+1. gene noise: ``theta + N(0, sigma^2) * mask``, ``mask ~ Bernoulli(gene_probability)`` (GENOME); with
+   ``relative_sigma`` the standard deviation is ``sigma`` times the factor's root-mean-square entry, so
+   one setting perturbs every factor by the same share whatever its scale (a trained ``B`` is orders of
+   magnitude smaller than ``A``; a fresh ``B`` is zero and stays zero);
 2. component reset (NoRA "value mutation"): one random component gets a fresh ``A`` row and a zero
    ``B`` column, so it restarts from zero contribution;
 3. rank shrink: drop the ``shrink_by`` components with the smallest ``||B[:, i]|| * ||A[i, :]||``;
@@ -37,7 +40,8 @@ class MutationSpec:
     """What mutation does to each module and gene.
 
     Attributes:
-        sigma: standard deviation of gene noise (0 disables it).
+        sigma: standard deviation of gene noise (0 disables it), in the factor's own RMS units when
+            ``relative_sigma``.
         gene_probability: chance that an entry receives noise.
         reset_probability: per module, chance of resetting one random component.
         grow_probability: per module, chance of growing the rank by ``grow_by``.
@@ -59,6 +63,7 @@ class MutationSpec:
     max_rank: int | None = None
     hyperparameter_probability: float = 0.0
     hyperparameter_bounds: Mapping[str, Bounds] = field(default_factory=dict)
+    relative_sigma: bool = False
 
     def __post_init__(self) -> None:
         if self.sigma < 0:
@@ -97,12 +102,22 @@ def fresh_a_rows(count: int, in_features: int, generator: torch.Generator) -> to
     return (torch.rand(count, in_features, generator=generator) * 2 - 1) * bound
 
 
+def _rms(tensor: torch.Tensor) -> float:
+    return float(tensor.float().pow(2).mean().sqrt()) if tensor.numel() else 0.0
+
+
 def add_noise(
-    module: LoraModule, sigma: float, gene_probability: float, generator: torch.Generator
+    module: LoraModule,
+    sigma: float,
+    gene_probability: float,
+    generator: torch.Generator,
+    relative: bool = False,
 ) -> LoraModule:
-    """Gene noise on both factors (float32 result)."""
-    a = gaussian_gene_noise(module.a, sigma, gene_probability, generator)
-    b = gaussian_gene_noise(module.b, sigma, gene_probability, generator)
+    """Gene noise on both factors (float32 result); ``relative`` scales ``sigma`` by each factor's RMS."""
+    sigma_a = sigma * _rms(module.a) if relative else sigma
+    sigma_b = sigma * _rms(module.b) if relative else sigma
+    a = gaussian_gene_noise(module.a, sigma_a, gene_probability, generator)
+    b = gaussian_gene_noise(module.b, sigma_b, gene_probability, generator)
     return LoraModule(a=a, b=b, alpha=module.alpha)
 
 
@@ -139,7 +154,7 @@ def mutate_module(
     """
     dtype = module.a.dtype
     if spec.sigma > 0:
-        module = add_noise(module, spec.sigma, spec.gene_probability, generator)
+        module = add_noise(module, spec.sigma, spec.gene_probability, generator, spec.relative_sigma)
     if _coin(spec.reset_probability, generator):
         index = int(torch.randint(module.rank, (), generator=generator))
         module = reset_component(module, index, generator)

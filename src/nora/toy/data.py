@@ -14,7 +14,9 @@ Every question belongs to exactly one partition ("train" or "eval"), decided by 
 the train and eval splits are disjoint for every pair of seeds and the toy model's pre-training data
 (drawn from the "train" partition) never contains an eval question. Dataset rows always carry the worked
 solution; only the toy model's pre-training mix shows some answers bare (:func:`with_direct_answers`).
-Only the standard library is used: generating data never imports torch.
+A test split (:func:`generate_test_rows`) draws eval-partition questions from a stream of its own and
+leaves out the eval rows, so it is disjoint from both. Only the standard library is used: generating
+data never imports torch.
 """
 
 from __future__ import annotations
@@ -189,18 +191,44 @@ def read_jsonl(path: Path) -> list[Row]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def generate_test_rows(
+    seed: int, n: int, exclude: Iterable[str] = (), task: ToyTaskConfig = DEFAULT_TASK
+) -> list[Row]:
+    """``n`` rows of the eval partition from their own stream, none of whose questions is in ``exclude``.
+
+    The test split: disjoint from every train split (another partition) and from the eval rows passed in
+    ``exclude``, so a genome picked for its eval fitness is judged on questions fitness never saw.
+    """
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    excluded = set(exclude)
+    rows: list[Row] = []
+    for row in iter_rows(seed, "eval", task, stream="test"):
+        if row["question"] not in excluded:
+            rows.append(row)
+        if len(rows) == n:
+            break
+    return rows
+
+
 def write_dataset(
     out_dir: Path,
     seed: int = 0,
     n_train: int = 1000,
     n_eval: int = 200,
     task: ToyTaskConfig = DEFAULT_TASK,
+    n_test: int = 0,
 ) -> tuple[Path, Path]:
-    """Write ``train.jsonl`` and ``eval.jsonl`` into ``out_dir`` and return their paths."""
+    """Write ``train.jsonl`` and ``eval.jsonl`` (and ``test.jsonl`` when ``n_test`` > 0, disjoint from
+    both) into ``out_dir`` and return the train and eval paths."""
     if n_train < 1 or n_eval < 1:
         raise ValueError("n_train and n_eval must be at least 1")
     out_dir.mkdir(parents=True, exist_ok=True)
     train_path, eval_path = out_dir / "train.jsonl", out_dir / "eval.jsonl"
     write_jsonl(train_path, generate_rows(seed, n_train, "train", task))
-    write_jsonl(eval_path, generate_rows(seed, n_eval, "eval", task))
+    eval_rows = generate_rows(seed, n_eval, "eval", task)
+    write_jsonl(eval_path, eval_rows)
+    if n_test > 0:
+        exclude = [row["question"] for row in eval_rows]
+        write_jsonl(out_dir / "test.jsonl", generate_test_rows(seed, n_test, exclude, task))
     return train_path, eval_path

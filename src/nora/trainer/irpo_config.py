@@ -56,6 +56,7 @@ class IrpoConfig:
             on (wrapping around the file), so successive generations train on new prompts.
         max_new_tokens: generation budget per completion.
         eval_prompts: eval prompts used for greedy accuracy (the first rows of the eval file).
+        rotate_eval: generation ``g`` takes the ``eval_prompts`` rows from ``g * eval_prompts`` on instead.
         heldout_prompts: eval prompts whose sampled pairs give the held-out IRPO loss
             (0 means ``min(eval_prompts, max_prompts)``).
         prompt_template: ``str.format`` template with ``{question}``.
@@ -78,6 +79,7 @@ class IrpoConfig:
     max_prompts: int = 64
     max_new_tokens: int = 128
     eval_prompts: int = 200
+    rotate_eval: bool = False
     heldout_prompts: int = 0
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     answer_pattern: str = DEFAULT_ANSWER_PATTERN
@@ -240,6 +242,7 @@ def job_from_task(task: GenomeTask) -> TrainerJob:
         max_prompts=training.max_prompts,
         max_new_tokens=training.max_new_tokens,
         eval_prompts=training.eval_prompts,
+        rotate_eval=training.rotate_eval,
         prompt_template=task.dataset.prompt_template,
         answer_pattern=task.dataset.answer_pattern,
         fitness_metric=task.fitness.metric,

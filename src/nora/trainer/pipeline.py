@@ -106,9 +106,16 @@ def _download_adapter(uri: str, scratch: Path) -> Genome:
         raise TrainerInputError(f"adapter.uri: {error}") from None
 
 
+def eval_rows(job: TrainerJob) -> list[Example]:
+    """The rows fitness is measured on: the first ``evalPrompts``, or generation's window when rotating."""
+    if not job.irpo.rotate_eval:
+        return load_split(job.eval_uri, "eval", job.irpo.eval_prompts)
+    return prompt_window(load_split(job.eval_uri, "eval"), job.irpo.eval_prompts, job.generation)
+
+
 def _load(state: _State) -> None:
     job = state.job
-    state.eval_rows = load_split(job.eval_uri, "eval", job.irpo.eval_prompts)
+    state.eval_rows = eval_rows(job)
     if job.irpo.trains:
         every_row = load_split(job.train_uri, "train")
         state.train_rows = prompt_window(every_row, job.irpo.max_prompts, job.generation)

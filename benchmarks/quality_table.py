@@ -1,0 +1,98 @@
+"""The quality table and plot of ``benchmarks/quality.py``'s CSV: mean, paired 95% CI, compute.
+
+For each method and each seed where both it and the reference ran, the difference of their test
+accuracies; the interval is ``mean +- t(0.975, n - 1) * sd / sqrt(n)`` over those seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from pathlib import Path
+
+FIELDS = [
+    "seed",
+    "method",
+    "test_accuracy",
+    "eval_fitness",
+    "sampled_tokens",
+    "trained_tokens",
+    "eval_tokens",
+    "dpo_steps",
+    "trainer_runs",
+    "test_rows",
+    "minutes",
+    "note",
+    "commit",
+]
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The CSV's rows (empty when it does not exist yet)."""
+    if not path.exists():
+        return []
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def by_method(rows: list[dict[str, str]]) -> dict[str, dict[str, dict[str, str]]]:
+    """Method -> seed -> row, in first-seen method order."""
+    table: dict[str, dict[str, dict[str, str]]] = {}
+    for row in rows:
+        table.setdefault(row["method"], {})[row["seed"]] = row
+    return table
+
+
+def paired_interval(ours: dict[str, float], theirs: dict[str, float]) -> tuple[float, float, int] | None:
+    """Mean paired difference ``ours - theirs`` and its 95% half-width over common seeds."""
+    seeds = sorted(set(ours) & set(theirs))
+    differences = [ours[s] - theirs[s] for s in seeds]
+    if len(differences) < 2:
+        return None
+    half = T_975.get(len(differences) - 1, 1.96) * statistics.stdev(differences) / math.sqrt(len(differences))
+    return statistics.mean(differences), half, len(differences)
+
+
+def _tokens(rows: dict[str, dict[str, str]], field: str) -> str:
+    return f"{statistics.mean(int(r[field]) for r in rows.values()) / 1000:.0f}k"
+
+
+def print_table(path: Path, reference: str, plot: Path | None = None) -> None:
+    """Print the Markdown table of ``path`` (differences against ``reference``) and save the plot."""
+    table = by_method(read_rows(path))
+    accuracy = {m: {s: float(r["test_accuracy"]) for s, r in rows.items()} for m, rows in table.items()}
+    print(f"\n{path}: test accuracy; delta = paired difference against {reference} (95% CI)")
+    print("| method | seeds | test accuracy | delta vs reference | sampled | trained | eval tokens | runs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for method, rows in table.items():
+        interval = paired_interval(accuracy[method], accuracy.get(reference, {}))
+        delta = "-" if interval is None or method == reference else f"{interval[0]:+.3f} ± {interval[1]:.3f}"
+        mean = statistics.mean(accuracy[method].values())
+        runs = statistics.mean(int(r["trainer_runs"]) for r in rows.values())
+        tokens = " | ".join(_tokens(rows, f) for f in ("sampled_tokens", "trained_tokens", "eval_tokens"))
+        print(f"| {method} | {len(rows)} | {mean:.3f} | {delta} | {tokens} | {runs:.0f} |")
+    if plot is not None and table:
+        save_plot(accuracy, plot)
+        print(f"plot: {plot}")
+
+
+def save_plot(accuracy: dict[str, dict[str, float]], path: Path) -> None:
+    """Bars of mean test accuracy with each seed as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(accuracy)
+    figure, axes = plt.subplots(figsize=(9, 4), dpi=100)
+    axes.bar(names, [statistics.mean(v.values()) for v in accuracy.values()], color="#9ab")
+    for x, values in enumerate(accuracy.values()):
+        axes.plot([x] * len(values), list(values.values()), "k.", alpha=0.6)
+    axes.set_ylabel("test accuracy (1000 rows)")
+    axes.set_title("toy task, equal compute; dots = seeds")
+    axes.tick_params(axis="x", labelrotation=30)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
