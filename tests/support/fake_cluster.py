@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from nora.api.population import StorageSpec
+from nora.api.placement import StorageSpec
 from nora.operator.breeder import InlineBreeder
 from nora.operator.jobs import JobView, job_view
 from nora.operator.metrics import Metrics

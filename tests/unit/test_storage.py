@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nora.api.population import SecretRef, StorageSpec
+from nora.api.placement import SecretRef, StorageSpec
 from nora.evolution.genome_store import download_genome, upload_genome
 from nora.genetics import GenomeFormatError
 from nora.operator.storage import S3Stores

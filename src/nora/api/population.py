@@ -9,7 +9,7 @@ Single-field rules (types, enums, bounds) live on the fields; rules across field
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -22,11 +22,21 @@ from nora.api.defaults import (
     DEFAULT_TARGET_MODULES,
 )
 from nora.api.generation import MAX_GENOMES
+from nora.api.placement import (
+    RESERVED_MOUNT_PATHS,
+    RESERVED_VOLUMES,
+    ModelCacheSpec,
+    RetriesSpec,
+    StorageSpec,
+    TemplateSpec,
+)
 from nora.api.strategy import StrategySpec, strategy_problems
 
 MODEL_URI_SCHEMES = ("hf://", "s3://", "file://", "toy://")
 DATA_URI_SCHEMES = ("s3://", "file://", "toy://")
 EQUAL_RANK_CROSSOVERS = ("ties", "dare", "slerp", "blx")
+PROMPT_TEMPLATE_LIMIT = 16384
+"""Characters allowed in ``dataset.promptTemplate`` (it is copied into every Generation)."""
 
 
 def _uri_check(schemes: tuple[str, ...]) -> AfterValidator:
@@ -69,7 +79,6 @@ DataUri = Annotated[str, _uri_check(DATA_URI_SCHEMES)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 TargetModules = Annotated[list[str], Field(min_length=1), AfterValidator(_target_modules)]
 """Linear module names as PEFT matches them (``q_proj``, ``shared_expert.gate_proj``), or ``[all-linear]``."""
-AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
 
 
 class BaseModelSpec(ApiModel):
@@ -221,86 +230,6 @@ def _gene_problems(genes: dict[str, tuple[float, float]]) -> list[str]:
                 problems.append(f"{path}: {gene}: outside {training}'s range ({value}: {reason})")
                 break
     return problems
-
-
-BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-"""An S3 bucket name (3-63 lowercase letters, digits, dots and hyphens)."""
-PREFIX_PATTERN = r"^([A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*)?$"
-"""Key segments without empty, ``.`` or ``..`` parts, no leading or trailing ``/``."""
-ENDPOINT_PATTERN = r"^https?://[^\s/?#@]+/?$"
-"""An http(s) URL of a host (and port), nothing else."""
-PROMPT_TEMPLATE_LIMIT = 16384
-"""Characters allowed in ``dataset.promptTemplate`` (it is copied into every Generation)."""
-
-
-class SecretRef(ApiModel):
-    """A Secret in the Population's namespace holding ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``."""
-
-    name: Annotated[str, Field(min_length=1, max_length=253)]
-
-
-class StorageSpec(ApiModel):
-    """Where adapters live on a cluster: ``s3://<bucket>/<prefix>/<namespace>/<population>/...``.
-
-    ``cleanup: true`` deletes the objects the Population wrote there (listed from its own records, the best
-    adapter included) when the Population is deleted; by default the data is kept.
-    """
-
-    bucket: Annotated[str, Field(pattern=BUCKET_PATTERN)] | None = None
-    prefix: Annotated[str, Field(max_length=256, pattern=PREFIX_PATTERN)] = "nora"
-    endpoint: Annotated[str, Field(max_length=2048, pattern=ENDPOINT_PATTERN)] | None = None
-    region: str | None = None
-    secret_ref: SecretRef | None = None
-    cleanup: bool = False
-
-
-class TemplateSpec(ApiModel):
-    """The genome Job's Pod template pieces (Kubernetes objects are passed through as given)."""
-
-    image: str = "ghcr.io/nora-dev/nora-trainer:0.1.0"
-    resources: dict[str, Any] = Field(default_factory=dict)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    affinity: dict[str, Any] = Field(default_factory=dict)
-    priority_class_name: str | None = None
-    service_account_name: str | None = None
-    env: list[dict[str, Any]] = Field(default_factory=list)
-    volumes: list[dict[str, Any]] = Field(default_factory=list)
-    """Pod volumes added as given (e.g. a PVC that already holds the model, loaded with ``file://``)."""
-    volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
-    """Mounts of those volumes in the trainer container, added as given."""
-    termination_grace_period_seconds: Annotated[int, Field(ge=1, le=3600)] = 120
-    """Time a stopped Pod has to checkpoint (preemption, Kueue suspension, node drain) before SIGKILL."""
-
-
-RESERVED_VOLUMES = ("tmp", "dshm", "nora-model-cache")
-"""Volume names the genome Job defines itself."""
-RESERVED_MOUNT_PATHS = ("/tmp", "/dev/shm", "/nora-models")
-"""Mount paths the genome Job uses itself."""
-
-
-class ModelCacheSpec(ApiModel):
-    """Fetch an ``s3://`` or ``hf://`` base model once into a volume that every genome Job mounts read-only.
-
-    Set ``storageClassName`` and the operator creates the PVC ``<population>-model-cache`` (``size``,
-    ``accessModes``; use ReadWriteMany or ReadOnlyMany when genome Jobs run on several nodes), or set
-    ``claimName`` to use an existing PVC. A model-initializer Job writes the model into it once, before
-    generation 0; genome Jobs then load it offline.
-    """
-
-    storage_class_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
-    claim_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
-    size: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")] = "50Gi"
-    access_modes: Annotated[list[AccessMode], Field(min_length=1)] = Field(
-        default_factory=lambda: list[AccessMode](["ReadWriteOnce"])
-    )
-
-
-class RetriesSpec(ApiModel):
-    """Retry a genome ``backoffLimit`` times; more than ``maxFailedGenomes`` failures fail the population."""
-
-    backoff_limit: Annotated[int, Field(ge=0, le=20)] = 2
-    max_failed_genomes: Annotated[int, Field(ge=0)] | None = None
 
 
 class PopulationSpec(ApiModel):

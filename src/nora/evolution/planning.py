@@ -237,32 +237,27 @@ def plan_next(
         results=results,
         succession=succession_order(spec, scored, {k: r.adapter or "" for k, r in results.items()}),
     )
-    genomes: list[GenomePlan] = []
-    for index, elite in enumerate(elites(scored, spec.selection.elites)):
-        genomes.append(
-            _elite_plan(
-                pool.plans[elite.id],
-                pool.results[elite.id],
-                population,
-                generation,
-                index,
-                spec.selection.rescore_elites,
-            )
-        )
-    orders = []
-    for index in range(len(genomes), spec.population_size):
-        order = _offspring(spec, population, generation, index, pool)
-        orders.append(order)
-        genomes.append(
-            GenomePlan(
-                id=order.child,
-                index=index,
-                generation=generation,
-                origin="crossover" if order.crossover else "mutation",
-                parents=[p.id for p in order.parents],
-                adapter=order.output,
-                hyperparameters=dict(order.hyperparameters),
-                seed=derive_seed(spec.seed, generation, index, "genome"),
-            )
-        )
+    rescore = spec.selection.rescore_elites
+    genomes = [
+        _elite_plan(pool.plans[e.id], pool.results[e.id], population, generation, index, rescore)
+        for index, e in enumerate(elites(scored, spec.selection.elites))
+    ]
+    orders = [
+        _offspring(spec, population, generation, index, pool)
+        for index in range(len(genomes), spec.population_size)
+    ]
+    genomes += [_offspring_plan(spec, generation, len(genomes) + i, order) for i, order in enumerate(orders)]
     return GenerationPlan(generation=generation, genomes=tuple(genomes), breeding=tuple(orders))
+
+
+def _offspring_plan(spec: PopulationSpec, generation: int, index: int, order: BreedingOrder) -> GenomePlan:
+    return GenomePlan(
+        id=order.child,
+        index=index,
+        generation=generation,
+        origin="crossover" if order.crossover else "mutation",
+        parents=[p.id for p in order.parents],
+        adapter=order.output,
+        hyperparameters=dict(order.hyperparameters),
+        seed=derive_seed(spec.seed, generation, index, "genome"),
+    )

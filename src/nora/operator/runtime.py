@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from nora.api.population import StorageSpec
+from nora.api.placement import StorageSpec
 from nora.evolution import run_store
 from nora.evolution.layout import namespaced_prefix, population_key
 from nora.operator.breeder import Breeder, ProcessBreeder

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from nora.api.population import PopulationSpec, StorageSpec
+from nora.api.placement import StorageSpec
+from nora.api.population import PopulationSpec
 from nora.evolution.layout import namespaced_prefix, task_key
 from nora.evolution.records import GenomePlan
 from nora.evolution.tasks import genome_task
