@@ -194,7 +194,7 @@ def _comparable(api: KubeHTTP, namespace: str) -> list[Any]:
         body = get_generation(api, namespace, f"toy-g{number}")
         assert body is not None
         views.append({"spec": body["spec"]["genomes"], "status": body["status"]["genomes"]})
-    return json.loads(json.dumps(views).replace(f"{namespace}-prefix", "PREFIX"))
+    return json.loads(json.dumps(views).replace(f"{namespace}-prefix/{namespace}/", "PREFIX/"))
 
 
 def test_killing_the_operator_while_jobs_run_and_while_it_breeds_changes_nothing(
