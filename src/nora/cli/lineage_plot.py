@@ -48,7 +48,7 @@ def plot_lineage(view: RunView, genome: str, path: Path) -> Path:
     axes.set_ylabel("genome index")
     axes.set_xticks(sorted({x for x, _ in position.values()}))
     axes.set_xlim(-0.5, max(x for x, _ in position.values()) + 0.5)
-    axes.set_ylim(-0.8, height + 0.8)
+    axes.set_ylim(-1.3, height + 0.8)
     axes.invert_yaxis()
     axes.set_title(f"{view.population}: ancestry of {genome}", fontsize=9)
     figure.tight_layout()
