@@ -92,9 +92,9 @@ def test_a_killed_and_restarted_operator_replays_cmaes_to_the_same_result(
             wait_phase(kube_api, ns, "cma", ("Succeeded",), 600, started[ns])
         views = {ns: _generation_views(kube_api, ns, "cma", 3) for ns in (steady, bumpy)}
         assert views[steady] == views[bumpy]
-        stored = s3_objects(s3_server, f"{steady}-prefix/cma/")
+        stored = s3_objects(s3_server, f"{steady}-prefix/{steady}/cma/")
         assert len([k for k in stored if k.endswith("/start/point.json")]) == 3 * 4
-        adapters = {ns: _adapters(s3_server, f"{ns}-prefix/cma/") for ns in (steady, bumpy)}
+        adapters = {ns: _adapters(s3_server, f"{ns}-prefix/{ns}/cma/") for ns in (steady, bumpy)}
         assert adapters[steady] == adapters[bumpy]
         best = {ns: get_population(kube_api, ns, "cma")["status"]["best"] for ns in (steady, bumpy)}
         assert best[steady]["fitness"] == best[bumpy]["fitness"]
