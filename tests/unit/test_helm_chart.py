@@ -50,7 +50,7 @@ NAMESPACED_GRANTS = {
     ("nora.dev", "populations/finalizers", "update"), ("nora.dev", "generations/finalizers", "update"),
     ("batch", "jobs", "list"), ("batch", "jobs", "watch"), ("batch", "jobs", "create"),
     ("", "pods", "list"), ("", "secrets", "get"), ("", "events", "create"),
-    ("", "persistentvolumeclaims", "create"),
+    ("", "persistentvolumeclaims", "create"), ("", "events", "list"),
 }  # fmt: skip
 CLUSTER_GRANTS = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
 PEERING_VERBS = ("get", "list", "watch", "patch")

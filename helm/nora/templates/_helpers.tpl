@@ -178,10 +178,11 @@ writes its progress to the status). Shared by the ClusterRole and the per-namesp
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# Events about Populations and Generations (the operator's and kopf's).
+# Events about Populations and Generations (the operator's and kopf's); listed to find genome Jobs whose
+# Pods cannot be created (FailedCreate).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 {{- end }}
 
 {{/* One NetworkPolicy egress rule to TCP "ports" of "cidrs" (any address when there are none). */}}
