@@ -17,6 +17,7 @@ from tests.integration.test_operator_support import (
     get_population,
     jobs_of,
     population,
+    ready_condition,
     s3_secret,
 )
 from tests.support.fixtures import Kubectl
@@ -36,8 +37,8 @@ BROKEN_TEMPLATES = {
 
 
 def _ready(api: KubeHTTP, namespace: str, name: str) -> JSON | None:
-    status = get_population(api, namespace, name).get("status") or {}
-    ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+    """The Ready condition once it says something other than Accepted."""
+    ready = ready_condition(api, namespace, name)
     return ready if ready and ready["reason"] != "Accepted" else None
 
 

@@ -45,6 +45,12 @@ def get_population(api: KubeHTTP, namespace: str, name: str) -> JSON:
     return api.get(f"{GROUP_PATH}/namespaces/{namespace}/populations/{name}")
 
 
+def ready_condition(api: KubeHTTP, namespace: str, name: str) -> JSON | None:
+    """The Population's ``Ready`` condition, if it has one yet."""
+    status = get_population(api, namespace, name).get("status") or {}
+    return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+
+
 def get_generation(api: KubeHTTP, namespace: str, name: str) -> JSON | None:
     return api.get_or_none(f"{GROUP_PATH}/namespaces/{namespace}/generations/{name}")
 

@@ -14,6 +14,7 @@ import pytest
 from tests.integration.test_operator_support import (
     get_population,
     population,
+    ready_condition,
     s3_objects,
     s3_secret,
     wait_phase,
@@ -26,11 +27,6 @@ from tests.support.s3 import S3Server
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _ready(api: KubeHTTP, namespace: str, name: str) -> JSON | None:
-    status = get_population(api, namespace, name).get("status") or {}
-    return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
 
 
 def test_a_namesake_in_another_namespace_neither_shares_nor_deletes_keys(
@@ -90,7 +86,7 @@ def test_without_a_secret_the_operator_lends_no_identity_unless_the_admin_allows
     kubectl("apply", "-f", "-", stdin=population("nosecret", namespace, s3_server, storage=storage))
 
     ready = wait_for(
-        lambda: _ready(kube_api, namespace, "nosecret"),
+        lambda: ready_condition(kube_api, namespace, "nosecret"),
         timeout=60,
         what="a Ready condition",
         on_timeout=operator.describe,
@@ -131,7 +127,7 @@ def test_the_operator_reaches_only_allowed_endpoints_and_reports_s3_errors_by_co
     kubectl("apply", "-f", "-", stdin=population("denied", namespace, s3_server, storage=wrong))
 
     def failing(name: str) -> JSON | None:
-        ready = _ready(kube_api, namespace, name)
+        ready = ready_condition(kube_api, namespace, name)
         return ready if ready is not None and ready["status"] == "False" else None
 
     away = wait_for(lambda: failing("away"), timeout=60, what="away refused", on_timeout=operator.describe)
