@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from nora.genetics import GeneticsError, Scored, elites, make_generator, select
+from nora.genetics.selection import SelectionMethod, select_parents
 
 POOL = [Scored("a", 0.1), Scored("b", 0.9), Scored("c", None), Scored("d", 0.5), Scored("e", float("nan"))]
 
@@ -61,3 +62,16 @@ def test_selection_is_deterministic_by_generator() -> None:
     first = ids(select("roulette", POOL, 20, make_generator(7)))
     assert first == ids(select("roulette", POOL, 20, make_generator(7)))
     assert first != ids(select("roulette", POOL, 20, make_generator(8)))
+
+
+@pytest.mark.parametrize("method", ["truncation", "tournament", "roulette", "rank"])
+def test_the_parents_of_one_child_are_distinct_while_two_are_eligible(method: SelectionMethod) -> None:
+    survivors = [Scored("a", 0.9), Scored("b", 0.8)]
+    for seed in range(20):
+        assert sorted(ids(select_parents(method, survivors, 2, make_generator(seed), 2))) == ["a", "b"]
+
+
+def test_a_lone_eligible_parent_is_returned_once() -> None:
+    assert ids(select_parents("tournament", [Scored("a", 0.5), Scored("x", None)], 2, make_generator(0))) == [
+        "a"
+    ]

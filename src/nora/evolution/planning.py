@@ -27,10 +27,9 @@ from nora.genetics import (
     mutate_hyperparameters,
     parent_weights,
     sample_hyperparameters,
-    select,
 )
 from nora.genetics.crossover import blend_genes
-from nora.genetics.selection import ranked, truncation
+from nora.genetics.selection import ranked, select_parents, truncation
 from nora.genetics.succession import SuccessionSpec
 
 
@@ -187,9 +186,7 @@ def _offspring(
     pairing = generator_for(seed, generation, index, "pairing")
     wants_crossover = _coin(spec.crossover.probability, seed, generation, index, "crossover?")
     count = 2 if wants_crossover else 1
-    picks = select(spec.selection.method, pool.scored, count, pairing, spec.selection.tournament_size)
-    if len(picks) == 2 and picks[0].id == picks[1].id:
-        picks = picks[:1]  # EvoMerge: a parent picked twice is copied and forced to mutate
+    picks = select_parents(spec.selection.method, pool.scored, count, pairing, spec.selection.tournament_size)
     parents = tuple(ParentRef(p.id, pool.results[p.id].adapter or "", float(p.fitness or 0.0)) for p in picks)
     crossing = len(parents) == 2
     mutating = not crossing or _coin(spec.mutation.probability, seed, generation, index, "mutation?")

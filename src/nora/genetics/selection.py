@@ -10,6 +10,9 @@ not finite (failed or unscored) are never selected. Ties break by position, so r
 * ``rank``: linear ranking, weight ``n`` for the best down to ``1`` for the worst.
 
 Stochastic methods draw with replacement, so a strong genome can be picked several times.
+:func:`select_parents` draws the parents of one child without replacement (while more than one genome is
+eligible), so that a crossover always has two different parents: with replacement, a tournament of 2
+among 2 survivors picks the better one twice, and crossover never happens.
 """
 
 from __future__ import annotations
@@ -129,3 +132,31 @@ def select(
     if method == "rank":
         return rank_based(candidates, count, generator)
     raise GeneticsError(f"method: {method!r} is not one of {', '.join(SELECTION_METHODS)}")
+
+
+def select_parents(
+    method: SelectionMethod,
+    candidates: Sequence[Scored],
+    count: int,
+    generator: torch.Generator,
+    tournament_size: int = 3,
+) -> list[Scored]:
+    """The parents of one child: each drawn by ``method`` from the candidates not drawn yet.
+
+    Args:
+        method: one of :data:`SELECTION_METHODS`.
+        candidates: scored genomes (the survivors); ineligible ones are ignored.
+        count: parents wanted (2 for a crossover).
+        generator: the only source of randomness.
+        tournament_size: entrants per tournament.
+
+    Returns:
+        ``count`` distinct genomes, or fewer when fewer are eligible (at least one).
+    """
+    remaining = _require_eligible(candidates)
+    picks: list[Scored] = []
+    while len(picks) < count and remaining:
+        pick = select(method, remaining, 1, generator, tournament_size)[0]
+        picks.append(pick)
+        remaining = [c for c in remaining if c.id != pick.id]
+    return picks
