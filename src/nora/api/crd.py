@@ -151,6 +151,7 @@ POPULATION_EXTRAS: Mapping[str, Schema] = {
     "spec.baseModel.uri": {"pattern": _scheme_pattern(MODEL_URI_SCHEMES), "maxLength": URI_LIMIT},
     "spec.dataset.train": {"pattern": _scheme_pattern(DATA_URI_SCHEMES), "maxLength": URI_LIMIT},
     "spec.dataset.eval": {"pattern": _scheme_pattern(DATA_URI_SCHEMES), "maxLength": URI_LIMIT},
+    "spec.dataset.test": {"pattern": _scheme_pattern(DATA_URI_SCHEMES), "maxLength": URI_LIMIT},
     "spec.dataset.answerPattern": {"maxLength": 1024},
     "spec.dataset.promptTemplate": {
         "x-kubernetes-validations": [

@@ -35,6 +35,7 @@ from nora.api.strategy import StrategySpec, strategy_problems
 MODEL_URI_SCHEMES = ("hf://", "s3://", "file://", "toy://")
 DATA_URI_SCHEMES = ("s3://", "file://", "toy://")
 EQUAL_RANK_CROSSOVERS = ("ties", "dare", "slerp", "blx")
+MAX_TEST_ENSEMBLE = 16
 PROMPT_TEMPLATE_LIMIT = 16384
 """Characters allowed in ``dataset.promptTemplate`` (it is copied into every Generation)."""
 
@@ -94,6 +95,10 @@ class DatasetSpec(ApiModel):
 
     train: DataUri
     eval: DataUri
+    test: DataUri | None = None
+    """A held-out split, scored once at the end of a run (never for fitness): the overfitting guard."""
+    test_ensemble: Annotated[int, Field(ge=1, le=MAX_TEST_ENSEMBLE)] = 3
+    """Adapters (fittest first) whose majority vote is also scored on ``test``; 1 scores no ensemble."""
     prompt_template: Annotated[
         str, Field(max_length=PROMPT_TEMPLATE_LIMIT), AfterValidator(_has_question_slot)
     ] = DEFAULT_PROMPT_TEMPLATE
@@ -330,6 +335,11 @@ def _fitness_and_storage_problems(spec: PopulationSpec) -> list[tuple[bool, str]
         (
             metric == "accuracy" and goal != "maximize",
             "spec.fitness.goal: accuracy is maximized; set goal: maximize",
+        ),
+        (
+            spec.dataset.test in (spec.dataset.train, spec.dataset.eval),
+            "spec.dataset.test: must be a split that neither training nor fitness reads; "
+            "name one other than spec.dataset.train and spec.dataset.eval",
         ),
         (
             spec.storage.secret_ref is not None and spec.storage.bucket is None,

@@ -57,16 +57,65 @@ class BestGenome(StatusModel):
     metrics: Annotated[dict[str, float], Field(max_length=METRICS_LIMIT)] = Field(default_factory=dict)
 
 
+ENSEMBLE_LIMIT = 16
+"""Members of the test-split ensemble (``spec.dataset.testEnsemble`` at most)."""
+
+
+class HeldOutGenome(StatusModel):
+    """One genome scored on the test split: its fitness (eval split) beside its test accuracy."""
+
+    genome: str
+    generation: Annotated[int, Field(ge=0)]
+    fitness: float
+    accuracy: Annotated[float, Field(ge=0.0, le=1.0)]
+    adapter: str
+
+
+class HeldOutEnsemble(StatusModel):
+    """The top-k genomes' majority vote on the test split, and the adapters it needs (fittest first)."""
+
+    accuracy: Annotated[float, Field(ge=0.0, le=1.0)]
+    genomes: Annotated[list[str], Field(min_length=2, max_length=ENSEMBLE_LIMIT)]
+    adapters: Annotated[list[str], Field(min_length=2, max_length=ENSEMBLE_LIMIT)]
+
+
+class HeldOutScore(StatusModel):
+    """The overfitting guard: the run's adapters scored once on ``spec.dataset.test`` at its end.
+
+    Attributes:
+        phase: Succeeded, or Failed (``message`` says why; the run's own outcome is kept).
+        uri: the test split.
+        generations: generations the scored run had completed (a resumed run is scored again).
+        rows: test rows scored.
+        best: the final best genome.
+        initial: generation 0's best genome, what evolution started from.
+        gain: ``best.accuracy - initial.accuracy``: what evolution changed on unseen rows.
+        ensemble: the top-k majority vote (absent with fewer than 2 distinct adapters).
+    """
+
+    phase: Literal["Succeeded", "Failed"]
+    uri: str
+    generations: Annotated[int, Field(ge=1)]
+    rows: Annotated[int, Field(ge=0)] = 0
+    best: HeldOutGenome | None = None
+    initial: HeldOutGenome | None = None
+    gain: float | None = None
+    ensemble: HeldOutEnsemble | None = None
+    message: Annotated[str, Field(max_length=MESSAGE_LIMIT)] = ""
+
+
 class BestExport(BestGenome):
     """``best.json``: written last into the Population's ``best/`` folder, by either driver.
 
     Attributes:
         population: the Population's name.
         exported: URI of the exported adapter folder (``.../best``); ``adapter`` is where it came from.
+        test: the test-split scores, when ``spec.dataset.test`` is set.
     """
 
     population: str
     exported: str
+    test: HeldOutScore | None = None
 
 
 class HistoryRow(StatusModel):
@@ -94,6 +143,7 @@ class PopulationRecord(StatusModel):
         completed_generations: how many generations have finished.
         best: the best genome over all generations.
         history: the last :data:`HISTORY_LIMIT` generations, oldest first.
+        test: the test-split scores, once the run has ended (with ``spec.dataset.test``).
     """
 
     phase: PopulationPhase = "Pending"
@@ -103,6 +153,7 @@ class PopulationRecord(StatusModel):
     completed_generations: Annotated[int, Field(ge=0)] = 0
     best: BestGenome | None = None
     history: Annotated[list[HistoryRow], Field(max_length=HISTORY_LIMIT)] = Field(default_factory=list)
+    test: HeldOutScore | None = None
 
 
 class PopulationStatus(PopulationRecord):

@@ -1,4 +1,5 @@
-"""``genome.json``: the one input of ``nora train``, written by the engine for each genome to train.
+"""``genome.json``: the one input of ``nora train``, written by the engine for each genome to train; and
+``test/g<N>/task.json``, the one input of ``nora test-score``, written once at the end of a run.
 
 It carries everything a trainer needs so a Job or a local worker is self-contained: the base model,
 the data, where the starting adapter is (or how to make a fresh one), the training settings with the
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from nora.api.base import ApiModel
 from nora.api.defaults import DEFAULT_TARGET_MODULES
@@ -21,6 +22,7 @@ from nora.api.population import (
     TargetModules,
     TrainingSpec,
 )
+from nora.api.status import ENSEMBLE_LIMIT
 
 GENOME_TASK_FILE = "genome.json"
 """The task's file name inside a genome's store folder."""
@@ -60,3 +62,56 @@ class GenomeTask(ApiModel):
                 if key in self.hyperparameters:
                     updates[name] = self.hyperparameters[key]
         return TrainingSpec.model_validate({**self.training.model_dump(), **updates})
+
+
+HELD_OUT_TASK_FILE = "task.json"
+HELD_OUT_RESULT_FILE = "test.json"
+
+
+class HeldOutAdapter(ApiModel):
+    """One adapter to score on the test split: the genome it is and its fitness on the eval split."""
+
+    genome: str
+    generation: Annotated[int, Field(ge=0)]
+    fitness: float
+    uri: str
+
+
+class HeldOutTask(ApiModel):
+    """``nora test-score --task URI``'s input: the adapters of a finished run to score on ``dataset.test``.
+
+    Attributes:
+        generations: generations the run had completed.
+        adapters: each distinct adapter once; the first is the run's best genome.
+        initial: index in ``adapters`` of generation 0's best genome.
+        ensemble: indices in ``adapters`` of the top-k genomes, fittest first (empty: no ensemble).
+        output: URI of the ``test.json`` to write (a :class:`HeldOutResult`).
+    """
+
+    population: str
+    generations: Annotated[int, Field(ge=1)]
+    base_model: BaseModelSpec
+    dataset: DatasetSpec
+    max_new_tokens: Annotated[int, Field(ge=1)]
+    adapters: Annotated[list[HeldOutAdapter], Field(min_length=1, max_length=ENSEMBLE_LIMIT + 1)]
+    initial: Annotated[int, Field(ge=0)] = 0
+    ensemble: Annotated[list[int], Field(max_length=ENSEMBLE_LIMIT)] = Field(default_factory=list)
+    output: str
+
+    @model_validator(mode="after")
+    def _indices(self) -> HeldOutTask:
+        if self.dataset.test is None:
+            raise ValueError("dataset.test: the split to score is not set")
+        count = len(self.adapters)
+        if not all(0 <= index < count for index in [self.initial, *self.ensemble]):
+            raise ValueError(f"initial and ensemble: indices must be below the {count} adapters")
+        return self
+
+
+class HeldOutResult(ApiModel):
+    """``test.json``: greedy test accuracy of each adapter (in the task's order) and of the ensemble."""
+
+    accuracy: list[Annotated[float, Field(ge=0.0, le=1.0)]]
+    ensemble: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    rows: Annotated[int, Field(ge=1)]
+    tokens: Annotated[int, Field(ge=0)] = 0

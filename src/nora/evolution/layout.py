@@ -10,6 +10,8 @@ tenants' Populations of the same name never share keys; ``nora run`` uses ``<pre
 <prefix>/<population>/g<N>/<genome>/start/         a bred offspring's starting adapter
 <prefix>/<population>/g<N>/<genome>/output/        the trainer's adapter/, metrics.json, samples.jsonl
 <prefix>/<population>/best/                        the exported best adapter and best.json
+<prefix>/<population>/test/g<N>/                   the test-split scoring after generation N: task.json
+                                                    (nora test-score's input) and test.json (its scores)
 ```
 """
 
@@ -61,3 +63,8 @@ def trained_adapter_key(prefix: str, population: str, generation: int, genome: s
 
 def best_key(prefix: str, population: str) -> str:
     return f"{population_key(prefix, population)}/best"
+
+
+def held_out_key(prefix: str, population: str, generation: int) -> str:
+    """The folder of the test-split scoring of a run whose last generation is ``generation``."""
+    return f"{population_key(prefix, population)}/test/g{generation}"

@@ -1,7 +1,7 @@
 """``nora train --genome URI``: the typer command the ``nora`` CLI mounts, also runnable on its own.
 
-``register(app)`` adds ``train`` and ``fetch-model`` to an existing typer app; ``app`` is a one-command
-app for ``python -m nora.trainer --genome URI``. The exit code and output follow
+``register(app)`` adds ``train``, ``fetch-model`` and ``test-score`` to an existing typer app; ``app`` is
+a one-command app for ``python -m nora.trainer --genome URI``. The exit code and output follow
 :mod:`nora.trainer.entrypoint`, which is imported only when the command runs, so mounting ``train`` does
 not import torch or TRL.
 """
@@ -46,10 +46,25 @@ def fetch_model(
         raise typer.Exit(code)
 
 
+def test_score(
+    task: Annotated[
+        str,
+        typer.Option("--task", help="The test-score task.json: a path, file:///abs/path or s3://bucket/key."),
+    ],
+) -> None:
+    """Score a finished run's best, generation 0's best and the top-k ensemble on its test split."""
+    from nora.trainer.heldout_command import main
+
+    code = main(task)
+    if code:
+        raise typer.Exit(code)
+
+
 def register(app: typer.Typer) -> None:
-    """Mount ``train`` and ``fetch-model`` on ``app`` (the ``nora`` CLI)."""
+    """Mount ``train``, ``fetch-model`` and ``test-score`` on ``app`` (the ``nora`` CLI)."""
     app.command("train")(train)
     app.command("fetch-model")(fetch_model)
+    app.command("test-score")(test_score)
 
 
 app = typer.Typer(

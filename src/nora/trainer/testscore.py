@@ -3,7 +3,8 @@
 The overfitting guard: fitness picked the genomes on the eval split, so their eval accuracy flatters
 them; a split that fitness never saw does not. :func:`score_adapters` takes the best genome first (and
 the next ``k - 1`` fittest for GENOME+'s ensemble); the quality benchmark calls it at the end of each
-run. Nothing is trained and nothing is written.
+run, and ``nora test-score`` (:mod:`nora.trainer.heldout_command`) at the end of a Population's run.
+Nothing is trained and nothing is written.
 """
 
 from __future__ import annotations
@@ -53,14 +54,19 @@ def score_adapters(
     adapters: Sequence[Genome | None],
     rows: Sequence[Example],
     config: IrpoConfig,
+    ensemble: Sequence[int] | None = None,
 ) -> TestScore:
     """Greedy accuracy of base + each adapter on ``rows`` and of the members' majority vote.
+
+    Each adapter generates once, all rows batched (``config.generation_batch_size`` sequences per call);
+    the vote reuses those answers, so the ensemble costs no generation of its own.
 
     Args:
         base: the base model (loaded once; each adapter is attached, scored and detached).
         adapters: fittest first; ``None`` scores the bare base model.
         rows: the test split.
         config: answer pattern, prompt template, generation budget and batch size.
+        ensemble: the members' indices in ``adapters``, fittest first (default: every adapter).
     """
     source = models.resolve_model(base.uri)
     tokenizer = models.load_tokenizer(source, base)
@@ -79,5 +85,6 @@ def score_adapters(
         tokens += used
     gold = [row.answer for row in rows]
     accuracy = tuple(exact_match(answers, gold) for answers in members)
-    ensemble = exact_match(ensemble_answers(members), gold) if len(members) > 1 else None
-    return TestScore(accuracy=accuracy, ensemble=ensemble, rows=len(rows), tokens=tokens)
+    voters = [members[i] for i in ensemble] if ensemble is not None else members
+    vote = exact_match(ensemble_answers(voters), gold) if len(voters) > 1 else None
+    return TestScore(accuracy=accuracy, ensemble=vote, rows=len(rows), tokens=tokens)
