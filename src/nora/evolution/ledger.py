@@ -195,6 +195,7 @@ def resumed(record: R, spec: PopulationSpec) -> R | None:
                 "reason": "Resumed",
                 "message": f"spec.maxGenerations raised to {spec.max_generations}",
                 "generation": record.completed_generations,
+                "test": None,
             }
         )
     return None

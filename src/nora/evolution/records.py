@@ -100,3 +100,12 @@ def summarize(generation: int, results: Sequence[GenomeResult], goal: Goal) -> H
         succeeded=len(values),
         failed=failed,
     )
+
+
+def origin_text(plan: GenomeSpec) -> str:
+    """Where a genome came from, for people: ``initial``, ``seed``, ``crossover of A x B``,
+    ``mutation of A`` or ``elite (A kept)``."""
+    parents = " x ".join(plan.parents)
+    if plan.origin == "elite" and parents:
+        return f"elite ({parents} kept)"
+    return f"{plan.origin} of {parents}" if parents else plan.origin

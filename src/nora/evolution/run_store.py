@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from nora.api.status import BestExport, BestGenome, PopulationRecord
+from nora.api.status import BestExport, BestGenome, HeldOutScore, PopulationRecord
 from nora.evolution.contract import METRICS_FILE
 from nora.evolution.layout import (
     best_key,
@@ -32,6 +32,8 @@ BEST_RECORD = "best.json"
 MANIFEST_FILE = "nora_manifest.json"
 """An adapter's manifest (``nora.genetics.io`` writes it; read here without importing torch)."""
 _GENERATION_FOLDER = re.compile(r"/g(\d+)/generation\.json$")
+_TEST_FILE = re.compile(r"g\d+/(task|test)\.json")
+"""What the test-split scoring writes (see :mod:`nora.evolution.heldout`)."""
 _GENOME_FILE = re.compile(r"genome\.json|(start|output|output/adapter)/[^/]+")
 """What a run writes in a genome's folder (the task, the bred start, the trainer's outputs), no deeper."""
 
@@ -86,12 +88,15 @@ def read_population(store: Store, base: str) -> tuple[PopulationRecord, list[Gen
 def owned_keys(store: Store, base: str) -> list[str]:
     """The objects the run at ``base`` wrote, listed from its own records, never a whole shared prefix.
 
-    That is the ledger files, and in each recorded genome's folder and in ``best/`` only the files a run
-    writes there (one level deep), so another run whose prefix happens to lie inside this one's folder
-    keeps its objects.
+    That is the ledger files, the test-split scoring's two files, and in each recorded genome's folder and
+    in ``best/`` only the files a run writes there (one level deep), so another run whose prefix happens
+    to lie inside this one's folder keeps its objects.
     """
     keys = [key for key in (f"{base}/population.json",) if store.exists(key)]
     keys += [key for key in store.list(f"{base}/best") if "/" not in key.removeprefix(f"{base}/best/")]
+    keys += [
+        key for key in store.list(f"{base}/test") if _TEST_FILE.fullmatch(key.removeprefix(f"{base}/test/"))
+    ]
     number = 0
     while (record := read_json(store, f"{base}/g{number}/generation.json")) is not None:
         keys.append(f"{base}/g{number}/generation.json")
@@ -158,15 +163,18 @@ def verify_parents(store: Store, plans: Sequence[GenomePlan], previous: Sequence
             raise CorruptAdapterError(parent, str(error)) from None
 
 
-def export_best(store: Store, prefix: str, population: str, best: BestGenome) -> BestExport:
-    """Copy the best adapter to ``best/`` (verified before and after), then write ``best.json`` last."""
+def export_best(
+    store: Store, prefix: str, population: str, best: BestGenome, test: HeldOutScore | None = None
+) -> BestExport:
+    """Copy the best adapter to ``best/`` (verified before and after), then write ``best.json`` last
+    (with the run's test-split score, when it has one)."""
     if best.adapter is None:
         raise StoreError(f"the best genome {best.genome} has no adapter to export")
     target = best_key(prefix, population)
     verify_adapter(store, best.adapter)
     copy_prefix(store, best.adapter, target)
     verify_adapter(store, target)
-    record = BestExport(**best.model_dump(), population=population, exported=store.uri(target))
+    record = BestExport(**best.model_dump(), population=population, exported=store.uri(target), test=test)
     store.write_bytes(f"{target}/{BEST_RECORD}", _dump(record.to_json_dict()))
     return record
 
@@ -177,7 +185,7 @@ def export_or_fail(store: Store, prefix: str, population: str, record: R) -> R:
     if record.best is None:
         return record
     try:
-        export_best(store, prefix, population, record.best)
+        export_best(store, prefix, population, record.best, record.test)
     except StoreError as error:
         message = clip(f"the best genome {record.best.genome} was not exported: {error}", 4096)
         return record.model_copy(update={"phase": "Failed", "reason": "ExportFailed", "message": message})

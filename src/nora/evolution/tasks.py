@@ -39,8 +39,9 @@ def genome_task(
         genome=plan.id,
         seed=plan.seed,
         base_model=spec.base_model.model_copy(update={"uri": resolve(spec.base_model.uri)}),
+        # the test split never reaches a trainer: fitness must not see it
         dataset=spec.dataset.model_copy(
-            update={"train": resolve(spec.dataset.train), "eval": resolve(spec.dataset.eval)}
+            update={"train": resolve(spec.dataset.train), "eval": resolve(spec.dataset.eval), "test": None}
         ),
         adapter=AdapterSource(
             uri=start,

@@ -2,9 +2,11 @@
 
 The run folder holds ``state.json`` (rewritten atomically after every change), the store
 (``store/``, the same key layout and ledger files as S3 on a cluster), per-genome logs (``logs/``) and,
-at the end, the best adapter in PEFT format (``best/``). Killing the driver at any point loses nothing:
-on restart the plan of the current generation is re-derived (deterministically), finished genomes are
-kept, and an attempt that was cut off is started again from scratch. The bookkeeping (results, history,
+at the end, the best adapter in PEFT format (``best/``). With ``spec.dataset.test`` the run ends with
+one ``nora test-score`` subprocess (:mod:`nora.evolution.heldout` decides what it scores and records).
+Killing the driver at any point loses nothing: on restart the plan of the current generation is
+re-derived (deterministically), finished genomes are kept, and an attempt that was cut off is started
+again from scratch (the test-split scoring too). The bookkeeping (results, history,
 best, verdict, export) is :mod:`nora.evolution.ledger`'s and :mod:`nora.evolution.run_store`'s, as on a
 cluster; this module only runs genomes and keeps the state in a folder.
 """
@@ -19,19 +21,37 @@ from pathlib import Path
 
 from nora.api.manifest import PopulationManifest
 from nora.api.status import HistoryRow
-from nora.evolution import breeding, contract, ledger, run_store
+from nora.evolution import breeding, contract, heldout, ledger, run_store
 from nora.evolution.genome_store import download_folder
 from nora.evolution.layout import best_key, task_key
 from nora.evolution.planning import GenerationPlan
-from nora.evolution.records import GenomePlan, GenomeResult, summarize
+from nora.evolution.records import GenomePlan, GenomeResult, origin_text, summarize
 from nora.evolution.strategies.plans import plan_generation
 from nora.evolution.tasks import genome_task
 from nora.local.display import Display, Snapshot
-from nora.local.executor import Executor, Launch, Outcome, RunningGenome, worker_environment
+from nora.local.executor import (
+    TEST_SCORE_COMMAND,
+    Executor,
+    Launch,
+    Outcome,
+    RunningGenome,
+    worker_environment,
+)
 from nora.local.state import RunState, load_state, save_state, spec_digest
 from nora.storage import LocalStore
 
 POLL_SECONDS = 0.2
+
+
+def generation_line(generation: ledger.GenerationRecord, row: HistoryRow, verdict: str) -> str:
+    """A finished generation for people: best and mean fitness, and where the best genome came from."""
+    if row.best_genome is None:
+        return f"generation {row.generation}: no genome scored ({verdict})"
+    origin = origin_text(generation.plan(row.best_genome))
+    return (
+        f"generation {row.generation}: best {row.best:.4f} ({row.best_genome}, {origin}), "
+        f"mean {row.mean:.4f} ({verdict})"
+    )
 
 
 class RunError(RuntimeError):
@@ -96,7 +116,7 @@ class LocalDriver:
         state = self._initial_state()
         self._save(state)
         while state.phase == "Running":
-            state = self._run_generation(state)
+            state = self._score_test(state) if heldout.awaiting_test(state) else self._run_generation(state)
             self._save(state)
         self._export_best(state)
         self.display.event(f"{state.phase}: {state.message}")
@@ -164,10 +184,51 @@ class LocalDriver:
         run_store.write_generation(self.store, self.prefix, self.name, generation)
         state, row = ledger.record_generation(state, generation, self.spec)
         decided = ledger.decision(self.spec, state, self._older(state))
-        self.display.event(f"generation {number}: best {row.best} mean {row.mean} ({decided.message})")
-        state = ledger.conclude(state, decided, number)
+        self.display.event(generation_line(generation, row, decided.message))
+        state = heldout.hold_for_test(self.spec, ledger.conclude(state, decided, number))
         run_store.write_population(self.store, self.prefix, self.name, state.record())
         return state
+
+    def _score_test(self, state: RunState) -> RunState:
+        """Score the run's adapters on the test split (one ``nora test-score`` subprocess), then conclude."""
+        task = heldout.plan_task(
+            self.spec, self.name, state, state.generations, self.store.uri, self.config.resolve
+        )
+        key = heldout.write_task(self.store, self.spec, self.name, task)
+        self.display.event(f"test split: scoring {len(task.adapters)} adapter(s) on {self.spec.dataset.test}")
+        logs = self.config.run_dir / "logs"
+        launch = Launch(
+            genome=f"{self.name}-test",
+            task_uri=self.store.uri(key),
+            log_path=logs / "test-score.log",
+            termination_log=logs / "test-score.termination",
+            env=worker_environment(0, 1, self.config.gpus, self.config.cpus),
+            command=TEST_SCORE_COMMAND,
+        )
+        outcome = self._attempt(launch)
+        for _ in range(self.spec.retries.backoff_limit):
+            if not contract.retryable(outcome.exit_code):
+                break
+            outcome = self._attempt(launch)
+        if outcome.exit_code == contract.EXIT_SUCCEEDED:
+            score = heldout.read_outcome(self.store, self.spec, self.name, state)
+        else:
+            score = heldout.failed_score(self.spec, state, outcome.reason)
+        self.display.event(heldout.describe(score))
+        state = heldout.finish(self.spec, state, score, self._older(state))
+        run_store.write_population(self.store, self.prefix, self.name, state.record())
+        return state
+
+    def _attempt(self, launch: Launch) -> Outcome:
+        """Run one attempt to its end (killed if the driver is interrupted)."""
+        handle = self.executor.start(launch)
+        try:
+            while (outcome := handle.poll()) is None:
+                time.sleep(POLL_SECONDS)
+        except BaseException:
+            handle.kill()
+            raise
+        return outcome
 
     def _train(self, state: RunState, generation: ledger.GenerationRecord) -> RunState:
         plans = {p.id: p for p in generation.plans}
@@ -254,7 +315,7 @@ class LocalDriver:
         """Export the best adapter to the store's ``best/`` (``best.json`` last) and to ``RUN_DIR/best``."""
         if state.best is None:
             return
-        run_store.export_best(self.store, self.prefix, self.name, state.best)
+        run_store.export_best(self.store, self.prefix, self.name, state.best, state.test)
         exported = best_key(self.prefix, self.name)
         target = download_folder(self.store, exported, self.config.run_dir / "best")
         record = self.store.read_bytes(f"{exported}/{run_store.BEST_RECORD}")

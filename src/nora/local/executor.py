@@ -1,4 +1,5 @@
-"""Run genomes as ``nora train`` subprocesses: one per worker slot, logs in the run folder.
+"""Run genomes as ``nora train`` subprocesses (one per worker slot, logs in the run folder), and the run's
+test-split scoring as one ``nora test-score`` subprocess.
 
 Children die with the driver (``PR_SET_PDEATHSIG``), so a killed ``nora run`` never leaves a trainer
 writing behind the back of its resumption; an interrupted one (Ctrl-C) sends them SIGTERM first, so
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 from nora.evolution import contract
 
 TRAIN_COMMAND: tuple[str, ...] = (sys.executable, "-m", "nora", "train", "--genome")
+TEST_SCORE_COMMAND: tuple[str, ...] = (sys.executable, "-m", "nora", "test-score", "--task")
 STOP_GRACE_SECONDS = 60.0
 """How long an interrupted ``nora run`` lets a trainer checkpoint before killing it."""
 _PR_SET_PDEATHSIG = 1
@@ -29,13 +31,18 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass(frozen=True)
 class Launch:
-    """One attempt at one genome."""
+    """One attempt at one genome (or at the run's test-split scoring, with ``command``).
+
+    Attributes:
+        command: what runs before the task URI; ``None``: the executor's own (``nora train --genome``).
+    """
 
     genome: str
     task_uri: str
     log_path: Path
     termination_log: Path
     env: Mapping[str, str]
+    command: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,8 @@ class _Subprocess:
 
 @dataclass(frozen=True)
 class SubprocessExecutor:
-    """Runs ``command + [task URI]`` per attempt, appending its output to the genome's log."""
+    """Runs ``command + [task URI]`` per attempt (the launch's own command when it has one), appending its
+    output to the genome's log."""
 
     command: Sequence[str] = TRAIN_COMMAND
 
@@ -118,7 +126,7 @@ class SubprocessExecutor:
         with launch.log_path.open("ab") as log:
             offset = log.tell()
             process = subprocess.Popen(
-                [*self.command, launch.task_uri],
+                [*(launch.command or self.command), launch.task_uri],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
