@@ -9,7 +9,13 @@ named in ``fail`` (or ``$NORA_STANDIN_FAIL``) fail: exit 1 with a termination me
 ``$NORA_STANDIN_HOLD`` (``genome=path,...``) holds a genome until ``path`` exists, so a test can act
 while that genome's generation is unfinished.
 
-In-process drivers call :func:`train`; Pods of the process kubelet run :func:`standin_command`.
+It also stands in for ``nora test-score`` (:func:`score_test_split`, ``--task``): it reads the task and the
+test split's rows, and each adapter "answers" a row correctly when a hash of (its bytes, the row) falls
+below its :func:`fitness_of`, else with a wrong answer of its own; the ensemble is the real majority vote
+over those answers, and ``test.json`` is written where the task says.
+
+In-process drivers call :func:`train` and :func:`score_test_split`; Pods of the process kubelet run
+:func:`standin_command` (and :func:`standin_test_command`).
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nora.api.task import GenomeTask
+from nora.api.task import GenomeTask, HeldOutResult, HeldOutTask
 from nora.evolution import contract
 from nora.evolution.genome_store import download_genome, upload_genome
 from nora.evolution.strategies.points import POINT_FILE, PointRecord, module_points
 from nora.genetics import Genome, init_genome, make_generator
+from nora.genetics.ensemble import ensemble_answers, exact_match
 from nora.genetics.projection import project_genome
 from nora.storage import open_uri
 
@@ -42,12 +49,44 @@ class StandinError(RuntimeError):
     """The stand-in was told to fail for this genome."""
 
 
+def _weights(genome: Genome) -> bytes:
+    return b"".join(m.a.numpy().tobytes() + m.b.numpy().tobytes() for _, m in sorted(genome.modules.items()))
+
+
+def _unit(data: bytes) -> float:
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") / 2**64
+
+
 def fitness_of(genome: Genome) -> float:
     """A number in [0, 1) that depends only on the adapter's weights."""
-    weights = b"".join(
-        m.a.numpy().tobytes() + m.b.numpy().tobytes() for _, m in sorted(genome.modules.items())
+    return _unit(_weights(genome))
+
+
+def _answers(genome: Genome, gold: Sequence[str], member: int) -> list[str | None]:
+    weights, skill = _weights(genome), fitness_of(genome)
+    return [
+        answer if _unit(weights + f"/{row}".encode()) < skill else f"wrong-{member}"
+        for row, answer in enumerate(gold)
+    ]
+
+
+def score_test_split(task_uri: str) -> dict[str, Any]:
+    """Do what ``nora test-score`` does to the store for the task at ``task_uri``; its summary."""
+    store, key = open_uri(task_uri)
+    task = HeldOutTask.model_validate_json(store.read_bytes(key))
+    rows_store, rows_key = open_uri(str(task.dataset.test))
+    lines = rows_store.read_bytes(rows_key).decode().splitlines()
+    gold = [str(json.loads(line)["answer"]) for line in lines if line.strip()]
+    members = [_answers(download_genome(*open_uri(a.uri)), gold, i) for i, a in enumerate(task.adapters)]
+    votes = ensemble_answers([members[i] for i in task.ensemble]) if task.ensemble else None
+    result = HeldOutResult(
+        accuracy=[exact_match(answers, gold) for answers in members],
+        ensemble=exact_match(votes, gold) if votes is not None else None,
+        rows=len(gold),
     )
-    return int.from_bytes(hashlib.sha256(weights).digest()[:8], "big") / 2**64
+    out_store, out = open_uri(task.output)
+    out_store.write_bytes(out, json.dumps(result.to_json_dict()).encode())
+    return {"population": task.population, **result.to_json_dict()}
 
 
 def _hold(path: Path) -> None:
@@ -88,12 +127,12 @@ def train(
 
 
 def main(argv: Sequence[str]) -> int:
-    """The stand-in as a process: ``standin.py --genome URI``; the exit code."""
+    """The stand-in as a process: ``standin.py --genome URI`` or ``--task URI``; the exit code."""
     fail = [name for name in os.environ.get(FAIL_ENV, "").split(",") if name]
     pairs = [item.partition("=") for item in os.environ.get(HOLD_ENV, "").split(",") if item]
     hold = {genome: Path(path) for genome, _, path in pairs}
     try:
-        summary = train(argv[-1], fail, hold)
+        summary = score_test_split(argv[-1]) if "--task" in argv else train(argv[-1], fail, hold)
     except StandinError as error:
         message = f"{contract.ERROR_PREFIX}{error}"
         print(message, file=sys.stderr)
@@ -112,3 +151,8 @@ def standin_command(folder: Path) -> list[str]:
         "from tests.support.standin import main\nsys.exit(main(sys.argv))\n"
     )
     return [sys.executable, str(script), "--genome"]
+
+
+def standin_test_command(folder: Path) -> list[str]:
+    """The stand-in's test-score command (before the task URI), as ``NORA_TEST_SCORE_COMMAND`` takes it."""
+    return [*standin_command(folder)[:-1], "--task"]

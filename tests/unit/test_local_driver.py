@@ -21,10 +21,11 @@ from nora.genetics import load_genome
 from nora.genetics.io import MANIFEST_FILE
 from nora.local.display import LineDisplay
 from nora.local.driver import LocalDriver, RunConfig, RunError
-from nora.local.executor import Launch, Outcome
+from nora.local.executor import TEST_SCORE_COMMAND, Launch, Outcome
 from nora.local.state import STATE_FILE, load_state
+from nora.storage import StoreError
 from tests.support import standin
-from tests.support.manifests import population_manifest
+from tests.support.manifests import BASE_SPEC, population_manifest
 
 
 @dataclass
@@ -48,6 +49,7 @@ class FakeExecutor:
     preempt_first: set[str] = field(default_factory=set)
     interrupt_after: int | None = None
     started: Counter[str] = field(default_factory=Counter)
+    commands: list[tuple[str, ...]] = field(default_factory=list)
 
     def start(self, launch: Launch) -> _Done:
         if self.interrupt_after is not None and sum(self.started.values()) >= self.interrupt_after:
@@ -67,9 +69,15 @@ class FakeExecutor:
             return _Done(
                 Outcome(exit_code=contract.EXIT_FAILED, summary=None, reason="CUDA out of memory (fake)")
             )
-        return _Done(
-            Outcome(exit_code=contract.EXIT_SUCCEEDED, summary=standin.train(launch.task_uri), reason="")
-        )
+        if launch.command is not None:  # the test-split scoring (nora test-score)
+            self.commands.append(tuple(launch.command))
+            try:
+                summary = standin.score_test_split(launch.task_uri)
+            except StoreError as error:
+                return _Done(Outcome(exit_code=contract.EXIT_INPUT_ERROR, summary=None, reason=str(error)))
+        else:
+            summary = standin.train(launch.task_uri)
+        return _Done(Outcome(exit_code=contract.EXIT_SUCCEEDED, summary=summary, reason=""))
 
 
 def population(**spec: Any) -> PopulationManifest:
@@ -162,3 +170,50 @@ def test_a_preempted_attempt_does_not_count(tmp_path: Path) -> None:
     state = drive(tmp_path, trainer, population(retries={"backoffLimit": 0}))
     resumed = state.generations[0].result("quick-g0-1")
     assert (resumed.phase, resumed.attempts, trainer.started["quick-g0-1"]) == ("Succeeded", 1, 2)
+
+
+def _test_split(folder: Path, rows: int = 50) -> str:
+    """A test split of ``rows`` rows (the stand-in reads only the answers)."""
+    path = folder / "test.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"question": f"{i}+0", "solution": str(i), "answer": str(i)}) for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path.as_uri()
+
+
+def test_a_test_split_is_scored_once_at_the_end_and_reported_everywhere(tmp_path: Path) -> None:
+    dataset = {**BASE_SPEC["dataset"], "test": _test_split(tmp_path / "data")}
+    trainer = FakeExecutor()
+    state = drive(tmp_path / "run", trainer, population(dataset=dataset))
+    assert (state.phase, state.reason) == ("Succeeded", "MaxGenerations")
+    assert trainer.commands == [TEST_SCORE_COMMAND], "one nora test-score process, after the last generation"
+    test = state.test
+    assert test is not None
+    assert test.phase == "Succeeded"
+    assert (test.rows, test.generations, test.uri) == (50, 3, dataset["test"])
+    assert test.best is not None
+    assert test.initial is not None
+    assert test.ensemble is not None
+    assert state.best is not None
+    assert test.best.genome == state.best.genome
+    assert test.initial.genome == state.history[0].best_genome
+    assert test.gain == pytest.approx(test.best.accuracy - test.initial.accuracy)
+    assert len(test.ensemble.genomes) == 3
+    assert test.ensemble.genomes[0] == state.best.genome
+    assert "test accuracy (50 rows" in state.message
+    exported = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    assert exported["test"] == test.to_json_dict()
+    stored = json.loads((tmp_path / "run" / "store" / "nora" / "quick" / "population.json").read_text())
+    assert stored["test"] == test.to_json_dict()
+    task = tmp_path / "run" / "store" / "nora" / "quick" / "g0" / "quick-g0-0" / "genome.json"
+    assert "test" not in json.loads(task.read_text())["dataset"], "no trainer ever sees the test split"
+
+
+def test_a_failed_test_scoring_is_recorded_and_the_run_still_succeeds(tmp_path: Path) -> None:
+    dataset = {**BASE_SPEC["dataset"], "test": (tmp_path / "missing.jsonl").as_uri()}
+    state = drive(tmp_path, FakeExecutor(), population(dataset=dataset))
+    assert (state.phase, state.reason) == ("Succeeded", "MaxGenerations")
+    assert state.test is not None
+    assert state.test.phase == "Failed"
+    assert state.test.message.startswith("test-split scoring failed: ")
+    assert json.loads((tmp_path / "best" / "best.json").read_text())["test"]["phase"] == "Failed"
