@@ -17,7 +17,7 @@ from nora.operator.objects import JSON
 from nora.operator.reconciler import PopulationRef, Reconciler
 from nora.storage import LocalStore
 from tests.support.fake_cluster import FakeCluster, finish, population_status, reconciler, run_to_end
-from tests.support.manifests import population_body
+from tests.support.manifests import BASE_SPEC, population_body
 
 NS, NAME = "team", "evo"
 REF = PopulationRef(NS, NAME)
@@ -70,6 +70,55 @@ def test_a_population_runs_to_the_end_and_exports_its_best(world: tuple[FakeClus
     assert json.loads(store.read_bytes(f"nora/{NS}/evo/best/best.json"))["genome"] == best["genome"]
     phases = [e[2] for e in cluster.events if e[0] == "Population"]
     assert phases == ["Running", "Succeeded"]
+
+
+def _with_test_split(folder: Path) -> JSON:
+    path = folder / "test.jsonl"
+    path.write_text(
+        "".join(json.dumps({"question": f"{i}+1", "answer": str(i + 1)}) + "\n" for i in range(40))
+    )
+    return population(dataset={**BASE_SPEC["dataset"], "test": path.as_uri()})
+
+
+def test_the_test_split_is_one_genome_like_job_and_the_run_concludes_after_it(
+    world: tuple[FakeCluster, LocalStore], tmp_path: Path
+) -> None:
+    cluster, store = world
+    cluster.add("Population", _with_test_split(tmp_path))
+    run(cluster, store)
+    final = status(cluster)
+    assert (final["phase"], final["reason"]) == ("Succeeded", "MaxGenerations")
+    test = final["test"]
+    assert (test["phase"], test["rows"], test["generations"]) == ("Succeeded", 40, 3)
+    assert test["best"]["genome"] == final["best"]["genome"]
+    assert test["best"]["adapter"].startswith(store.uri(f"nora/{NS}/evo/"))
+    assert test["initial"]["genome"] == final["history"][0]["bestGenome"]
+    assert test["gain"] == pytest.approx(test["best"]["accuracy"] - test["initial"]["accuracy"])
+    assert len(test["ensemble"]["adapters"]) == 3
+    job = cluster.jobs()["evo-test-g2"]
+    assert cluster.created_jobs["evo-test-g2"] == 1
+    assert job["metadata"]["labels"]["app.kubernetes.io/component"] == "test-score"
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "Population"
+    assert job["spec"]["podFailurePolicy"]["rules"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][:-1] == ["python", "-m", "nora", "test-score", "--task"]
+    assert container["command"][-1] == store.uri(f"nora/{NS}/evo/test/g2/task.json")
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    exported = json.loads(store.read_bytes(f"nora/{NS}/evo/best/best.json"))
+    assert exported["test"] == test
+    assert [e[2] for e in cluster.events if e[0] == "Population"] == ["Running", "Succeeded"]
+
+
+def test_a_failed_test_job_is_recorded_and_the_run_keeps_its_outcome(
+    world: tuple[FakeCluster, LocalStore], tmp_path: Path
+) -> None:
+    cluster, store = world
+    cluster.add("Population", _with_test_split(tmp_path))
+    run(cluster, store, fail=frozenset({"evo-test-g2"}))
+    final = status(cluster)
+    assert (final["phase"], final["test"]["phase"]) == ("Succeeded", "Failed")
+    assert "Job evo-test-g2: BackoffLimitExceeded" in final["test"]["message"]
+    assert ("Population", "Warning", "TestScoreFailed") in {e[:3] for e in cluster.events}
 
 
 def test_a_new_operator_mid_generation_creates_nothing_twice_and_ends_the_same(

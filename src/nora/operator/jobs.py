@@ -1,5 +1,8 @@
 """Genome Jobs: the pure builder of a Job, and the compact view of a Job the operator keeps in its index.
 
+The run's test-split Job (``nora test-score``, :mod:`nora.operator.heldout_step`) is built by the same
+builder, so it runs exactly like a genome: same image, security context, Secret env and failure policy.
+
 A genome Job runs ``<train command> s3://<bucket>/<key of genome.json>`` once (``restartPolicy:
 Never``); the Job controller retries a failed Pod up to ``spec.retries.backoffLimit`` times, except that
 Pod disruptions (preemption, eviction, node drain) are not counted (``podFailurePolicy`` ignores
@@ -70,6 +73,7 @@ class JobRequest:
         spec: the Population's current spec (template, retries, deadline, queue, storage).
         command: the container command before the task URI.
         ttl_seconds: ``ttlSecondsAfterFinished``.
+        component: the ``app.kubernetes.io/component`` label (``test-score`` for a run's test Job).
     """
 
     owner: ObjectRef
@@ -80,6 +84,7 @@ class JobRequest:
     spec: PopulationSpec
     command: Sequence[str]
     ttl_seconds: int
+    component: str = "genome"
 
 
 def storage_env(spec: PopulationSpec, endpoint: str | None, region: str | None) -> list[JSON]:
@@ -232,7 +237,7 @@ def build_job(request: JobRequest, endpoint: str | None = None, region: str | No
     spec = request.spec
     labels = {
         **common_labels(request.population, request.generation),
-        "app.kubernetes.io/component": "genome",
+        "app.kubernetes.io/component": request.component,
         GENOME_LABEL: request.genome,
     }
     job_labels = {**labels, **kueue_labels(spec)}

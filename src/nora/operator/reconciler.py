@@ -11,7 +11,9 @@ outputs in S3. A pass:
    and run its Jobs;
 4. when every genome of ``N`` has finished: records it with :mod:`nora.evolution.ledger` (history row,
    best, verdict, exactly as ``nora run`` does) and either moves to ``N + 1`` (same pass) or exports the
-   best adapter with :mod:`nora.evolution.run_store` and ends with phase Succeeded or Failed.
+   best adapter with :mod:`nora.evolution.run_store` and ends with phase Succeeded or Failed;
+5. with ``spec.dataset.test``, a Succeeded verdict first waits for the test-split Job
+   (:mod:`nora.operator.heldout_step`); the score is recorded, then the run ends.
 
 A crash anywhere repeats at most the step it was in: every write is idempotent and every decision is
 re-derived from stored state.
@@ -30,12 +32,13 @@ from nora.api.generation import GenerationStatus
 from nora.api.manifest import parse_population
 from nora.api.population import PopulationSpec
 from nora.api.status import HistoryRow, PopulationStatus
-from nora.evolution import ledger, run_store
+from nora.evolution import heldout, ledger, run_store
 from nora.operator.breeder import Breeder
 from nora.operator.cluster import Cluster
 from nora.operator.errors import backoff_seconds, error_kind, error_message, transient
 from nora.operator.generation_driver import GenerationDriver, PopulationContext, iso
 from nora.operator.generations import GenerationObject, Location
+from nora.operator.heldout_step import held_out_step, records
 from nora.operator.jobs import JobView
 from nora.operator.metrics import Metrics
 from nora.operator.model_cache_step import ensure_model_cache
@@ -88,6 +91,7 @@ def cluster_problems(spec: PopulationSpec) -> list[str]:
         "spec.baseModel.uri": spec.base_model.uri,
         "spec.dataset.train": spec.dataset.train,
         "spec.dataset.eval": spec.dataset.eval,
+        **({"spec.dataset.test": spec.dataset.test} if spec.dataset.test else {}),
         **{f"spec.seedAdapters[{i}].uri": s.uri for i, s in enumerate(spec.seed_adapters)},
     }
     for path, uri in uris.items():
@@ -109,6 +113,7 @@ class Reconciler:
     ) -> None:
         self.cluster = cluster
         self.stores = stores
+        self.settings = settings
         self.metrics = metrics
         self.generations = GenerationDriver(cluster, breeder, settings, metrics)
         self._erroring: set[PopulationRef] = set()  # Populations whose Ready condition says ReconcileError
@@ -165,6 +170,9 @@ class Reconciler:
         """Run generations: ensure, breed, advance, conclude (at most a few per pass)."""
         for _ in range(MAX_GENERATIONS_PER_PASS):
             pop = self._ensure_phase(pop)
+            if heldout.awaiting_test(pop.status):
+                self._score_test(pop, jobs)
+                return PassResult()
             generation = self.generations.ensure(pop)
             if generation is None:
                 return PassResult(delay=2.0)
@@ -349,7 +357,14 @@ class Reconciler:
         record = _best_adapter(pop.status, pop.location.key)
         record, row = ledger.record_generation(record, generation.record, pop.spec)
         decided = ledger.decision(pop.spec, record, self._older(pop))
-        record = ledger.conclude(record, decided, generation.number)
+        record = heldout.hold_for_test(pop.spec, ledger.conclude(record, decided, generation.number))
+        status = self._settle(pop, record)
+        self._observe_generation(pop, status, row)
+        return self._save(pop, status)
+
+    def _settle(self, pop: PopulationContext, record: PopulationStatus) -> PopulationStatus:
+        """``record`` (adapters as store keys) written to the store, exported and Completed when it has
+        ended; the status to save (adapters as URIs)."""
         if record.phase in FINAL:
             record = run_store.export_or_fail(pop.store, pop.spec.storage.prefix, pop.ref.name, record)
             now = iso()
@@ -357,9 +372,18 @@ class Reconciler:
             record = set_condition(record, "Completed", True, reason, message, now, pop.observed)
             record = record.model_copy(update={"completion_time": now})
         run_store.write_population(pop.store, pop.spec.storage.prefix, pop.ref.name, record)
-        status = _best_adapter(record, pop.location.uri)
-        self._observe_generation(pop, status, row)
-        return self._save(pop, status)
+        return _best_adapter(record, pop.location.uri)
+
+    def _score_test(self, pop: PopulationContext, jobs: Mapping[str, JobView]) -> None:
+        """The test-split step (:mod:`nora.operator.heldout_step`); the run concludes once it is scored."""
+        record = _best_adapter(pop.status, pop.location.key)
+        load = self.generations.load
+        score = held_out_step(self.cluster, pop, record, jobs, self.settings, lambda: records(load, pop))
+        if score is None:
+            return
+        if score.phase == "Failed":
+            self.cluster.post_event(pop.ref, "Warning", "TestScoreFailed", score.message)
+        self._save(pop, self._settle(pop, heldout.finish(pop.spec, record, score, self._older(pop))))
 
     def _observe_generation(self, pop: PopulationContext, status: PopulationStatus, row: HistoryRow) -> None:
         if status.completed_generations != pop.status.completed_generations:

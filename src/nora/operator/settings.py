@@ -13,6 +13,8 @@ NORA_METRICS_PORT              its port; 0 disables it                          
 NORA_LIVENESS_ENDPOINT         kopf's liveness endpoint URL; empty disables it              http://0.0.0.0:8081/healthz
 NORA_TRAIN_COMMAND             the genome container's command before the task URI (JSON     python -m nora
                                list or shell words)                                         train --genome
+NORA_TEST_SCORE_COMMAND        the test-score Job's command before the task URI (JSON list   python -m nora
+                               or shell words; see ``spec.dataset.test``)                   test-score --task
 NORA_JOB_TTL_SECONDS           ``ttlSecondsAfterFinished`` of genome Jobs                   3600
 NORA_RESYNC_SECONDS            reconcile every Population at least this often              30
 NORA_MIN_INTERVAL_SECONDS      pause between two passes over one Population                 0.2
@@ -42,6 +44,7 @@ from typing import Any, TypeVar
 
 PREFIX = "NORA_"
 DEFAULT_TRAIN_COMMAND = ("python", "-m", "nora", "train", "--genome")
+DEFAULT_TEST_SCORE_COMMAND = ("python", "-m", "nora", "test-score", "--task")
 T = TypeVar("T")
 
 
@@ -82,6 +85,7 @@ class OperatorSettings:
     metrics_port: int = 8080
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"
     train_command: tuple[str, ...] = DEFAULT_TRAIN_COMMAND
+    test_score_command: tuple[str, ...] = DEFAULT_TEST_SCORE_COMMAND
     job_ttl_seconds: int = 3600
     resync_seconds: float = 30.0
     min_interval_seconds: float = 0.2
@@ -106,6 +110,7 @@ class OperatorSettings:
             "metrics_port": _positive(int),
             "liveness_endpoint": str,
             "train_command": _command,
+            "test_score_command": _command,
             "job_ttl_seconds": _positive(int),
             "resync_seconds": _positive(float),
             "min_interval_seconds": _positive(float),
