@@ -143,6 +143,7 @@ def test_the_image_by_digest_tag_and_pull_secrets() -> None:
 def test_operator_settings_become_nora_environment_variables() -> None:
     docs = _objects(
         "operator.trainCommand={nora,train,--genome}",
+        "operator.testScoreCommand={nora,test-score,--task}",
         "operator.resyncSeconds=7",
         "operator.s3Endpoint=http://s3.local:9000",
         "operator.verbose=true",
@@ -152,6 +153,7 @@ def test_operator_settings_become_nora_environment_variables() -> None:
     deployment = one(docs, "Deployment")
     env = env_of(deployment)
     assert json.loads(env["NORA_TRAIN_COMMAND"]) == ["nora", "train", "--genome"]
+    assert json.loads(env["NORA_TEST_SCORE_COMMAND"]) == ["nora", "test-score", "--task"]
     assert env["NORA_RESYNC_SECONDS"] == "7"
     assert env["NORA_S3_ENDPOINT"] == "http://s3.local:9000"
     assert env["NORA_MIN_INTERVAL_SECONDS"] == "1"

@@ -23,6 +23,7 @@ def test_variables_are_parsed() -> None:
             "NORA_PEERING": "nora",
             "NORA_PRIORITY": "7",
             "NORA_TRAIN_COMMAND": '["/venv/bin/python", "-m", "nora", "train", "--genome"]',
+            "NORA_TEST_SCORE_COMMAND": "nora test-score --task",
             "NORA_JOB_TTL_SECONDS": "60",
             "NORA_PEERING_LIFETIME_SECONDS": "20",
             "NORA_LIVENESS_ENDPOINT": "",
@@ -33,6 +34,7 @@ def test_variables_are_parsed() -> None:
     assert settings.namespaces == ("team-a", "team-b")
     assert (settings.peering, settings.peering_priority(), settings.job_ttl_seconds) == ("nora", 7, 60)
     assert settings.train_command == ("/venv/bin/python", "-m", "nora", "train", "--genome")
+    assert settings.test_score_command == ("nora", "test-score", "--task")
     assert settings.liveness_endpoint is None
     assert settings.peering_lifetime_seconds == 20
     assert settings.ambient_credentials_namespaces == ("team-a", "team-c")

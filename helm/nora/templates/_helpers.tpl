@@ -103,6 +103,10 @@ Takes a dict with "root" (the chart context) and "namespaces" (the served namesp
 - name: NORA_TRAIN_COMMAND
   value: {{ toJson . | quote }}
 {{- end }}
+{{- with $v.operator.testScoreCommand }}
+- name: NORA_TEST_SCORE_COMMAND
+  value: {{ toJson . | quote }}
+{{- end }}
 - name: NORA_JOB_TTL_SECONDS
   value: {{ $v.operator.jobTTLSeconds | quote }}
 - name: NORA_RESYNC_SECONDS
