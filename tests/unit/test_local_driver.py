@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from nora.api.manifest import PopulationManifest
-from nora.cli.report import lineage, read_run
-from nora.evolution import contract
+from nora.cli.report import held_out_lines, lineage, plot_fitness, read_run
+from nora.evolution import contract, heldout
 from nora.genetics import load_genome
 from nora.genetics.io import MANIFEST_FILE
 from nora.local.display import LineDisplay
@@ -205,6 +205,14 @@ def test_a_test_split_is_scored_once_at_the_end_and_reported_everywhere(tmp_path
     assert exported["test"] == test.to_json_dict()
     stored = json.loads((tmp_path / "run" / "store" / "nora" / "quick" / "population.json").read_text())
     assert stored["test"] == test.to_json_dict()
+    lines = held_out_lines(read_run(tmp_path / "run"))
+    assert lines[0] == heldout.describe(test)
+    assert f"  final best: {test.best.genome} (generation {test.best.generation})" in lines[1]
+    assert lines[-3:] == [
+        f"    {g}: {a}" for g, a in zip(test.ensemble.genomes, test.ensemble.adapters, strict=True)
+    ]
+    plot = plot_fitness(read_run(tmp_path / "run"), tmp_path / "fitness.png")
+    assert plot.read_bytes()[:4] == b"\x89PNG"
     task = tmp_path / "run" / "store" / "nora" / "quick" / "g0" / "quick-g0-0" / "genome.json"
     assert "test" not in json.loads(task.read_text())["dataset"], "no trainer ever sees the test split"
 

@@ -15,8 +15,9 @@ from pathlib import Path
 from rich.table import Table
 
 from nora.api.status import HistoryRow, PopulationRecord
+from nora.evolution import heldout
 from nora.evolution.ledger import GenerationRecord
-from nora.evolution.records import GenomePlan, GenomeResult, Goal, summarize
+from nora.evolution.records import GenomePlan, GenomeResult, Goal, origin_text, summarize
 from nora.evolution.run_store import read_population
 from nora.local.state import load_state
 from nora.storage import StoreError, open_uri
@@ -67,12 +68,29 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _origin(view: RunView, genome: str | None) -> str:
+    records = view.records()
+    return origin_text(records[genome][0]) if genome in records else "-"
+
+
 def history_table(view: RunView) -> Table:
-    """One row per finished generation: best, mean, worst, diversity (fitness std), failures."""
+    """One row per finished generation: best, mean, worst, diversity (fitness std), failures, and the best
+    genome with where it came from."""
     record = view.record
     table = Table(title=f"population {view.population}: {record.phase} {record.reason}".strip())
-    for column in ("generation", "best", "mean", "worst", "diversity", "succeeded", "failed", "best genome"):
-        table.add_column(column, justify="left" if column == "best genome" else "right")
+    columns = (
+        "generation",
+        "best",
+        "mean",
+        "worst",
+        "diversity",
+        "succeeded",
+        "failed",
+        "best genome",
+        "origin",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("best genome", "origin") else "right")
     for row in view.rows():
         table.add_row(
             str(row.generation),
@@ -83,8 +101,31 @@ def history_table(view: RunView) -> Table:
             str(row.succeeded),
             str(row.failed),
             row.best_genome or "-",
+            _origin(view, row.best_genome),
         )
     return table
+
+
+def held_out_lines(view: RunView) -> list[str]:
+    """The test-split scores (``spec.dataset.test``): the final best against generation 0's best, the
+    ensemble and the adapters it needs; nothing when the run has none."""
+    test = view.record.test
+    if test is None:
+        return []
+    lines = [heldout.describe(test)]
+    if test.best is not None and test.initial is not None:
+        for label, scored in (("final best", test.best), ("generation 0's best", test.initial)):
+            lines.append(
+                f"  {label}: {scored.genome} (generation {scored.generation}) "
+                f"fitness {_fmt(scored.fitness)}, test accuracy {_fmt(scored.accuracy)}"
+            )
+    if test.ensemble is not None:
+        lines.append(f"  top-{len(test.ensemble.genomes)} ensemble {_fmt(test.ensemble.accuracy)}, needs:")
+        lines += [
+            f"    {genome}: {adapter}"
+            for genome, adapter in zip(test.ensemble.genomes, test.ensemble.adapters, strict=True)
+        ]
+    return lines
 
 
 def plot_fitness(view: RunView, path: Path) -> Path:
@@ -99,8 +140,15 @@ def plot_fitness(view: RunView, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(6, 4), dpi=100)
     for label in ("best", "mean", "worst"):
         axes.plot(generations, [float(getattr(r, label)) for r in rows], marker="o", label=label)
+    test = view.record.test
+    if test is not None and test.best is not None and test.initial is not None:
+        points = [
+            (test.initial.generation, test.initial.accuracy),
+            (test.best.generation, test.best.accuracy),
+        ]
+        axes.plot(*zip(*points, strict=True), "k*--", markersize=10, label="test accuracy (gen-0 best, best)")
     axes.set_xlabel("generation")
-    axes.set_ylabel("fitness")
+    axes.set_ylabel("fitness (eval) / test accuracy")
     axes.set_title(f"{view.population}: fitness over generations")
     axes.set_xticks(generations)
     axes.grid(alpha=0.3)
@@ -161,4 +209,6 @@ def status_lines(view: RunView) -> list[str]:
     if record.best is not None:
         best = record.best
         lines.append(f"best: {best.genome} (generation {best.generation}) fitness {_fmt(best.fitness)}")
+    if record.test is not None:
+        lines.append(heldout.describe(record.test))
     return lines

@@ -16,6 +16,7 @@ from nora.cli.report import (
     LINEAGE_FILE,
     PLOT_FILE,
     RunView,
+    held_out_lines,
     history_table,
     lineage,
     plot_fitness,
@@ -95,12 +96,14 @@ def report(
         Path | None, typer.Option(help="Where to write the PNGs (default: the run folder, or '.' for a URI).")
     ] = None,
 ) -> None:
-    """Per-generation table, a fitness plot and the lineage of the best genome (text and PNG)."""
+    """Per-generation table, the test-split scores, a fitness plot and the best genome's lineage."""
     view = read_run(location)
     folder = out or (Path(location) if "://" not in location else Path("."))
     folder.mkdir(parents=True, exist_ok=True)
     console = Console()
     console.print(history_table(view))
+    for line in held_out_lines(view):
+        console.print(line, highlight=False)
     if view.rows():
         console.print(f"plot: {plot_fitness(view, folder / PLOT_FILE)}")
     best = view.record.best
