@@ -56,7 +56,8 @@ def nora(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_real_local_evolution_stores_lineage_and_reports(tmp_path: Path) -> None:
-    manifest = write_manifest(tmp_path)
+    dataset = {**TINY["dataset"], "test": "toy://arithmetic/test", "testEnsemble": 2}
+    manifest = write_manifest(tmp_path, dataset=dataset)
     run_dir = tmp_path / "run"
     finished = nora("run", str(manifest), "--dir", str(run_dir))
     assert finished.returncode == 0, finished.stderr[-3000:]
@@ -80,6 +81,23 @@ def test_a_real_local_evolution_stores_lineage_and_reports(tmp_path: Path) -> No
                 assert (folder / "start" / "nora_manifest.json").exists()
     best = json.loads((run_dir / "best" / "best.json").read_text())
     assert best["fitness"] == max(h.best for h in state.history if h.best is not None)
+    test = state.test  # the real nora test-score on 1000 unseen rows
+    assert test is not None
+    assert (test.phase, test.rows, test.uri, test.generations) == (
+        "Succeeded",
+        1000,
+        "toy://arithmetic/test",
+        2,
+    )
+    assert test.best is not None
+    assert test.initial is not None
+    assert state.best is not None
+    assert (test.best.genome, test.initial.genome) == (state.best.genome, state.history[0].best_genome)
+    assert 0.0 <= test.best.accuracy <= 1.0
+    assert test.gain == test.best.accuracy - test.initial.accuracy
+    assert test.ensemble is not None
+    assert len(test.ensemble.adapters) == 2
+    assert best["test"] == test.to_json_dict()
     model_dir = Path(
         json.loads((run_dir / "store" / "nora" / "tiny" / "g0" / "tiny-g0-0" / "genome.json").read_text())[
             "baseModel"
@@ -94,9 +112,12 @@ def test_a_real_local_evolution_stores_lineage_and_reports(tmp_path: Path) -> No
     report = nora("report", str(run_dir))
     assert report.returncode == 0, report.stderr
     assert "lineage of the best genome" in report.stdout
+    assert f"test accuracy (1000 rows of toy://arithmetic/test): best {test.best.genome}" in report.stdout
+    assert "top-2 ensemble" in report.stdout
     assert (run_dir / "fitness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     status = nora("status", str(run_dir))
     assert "Succeeded" in status.stdout
+    assert "generation 0's best" in status.stdout
 
 
 def _wait_for(predicate: Any, deadline_seconds: float, what: str) -> None:

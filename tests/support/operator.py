@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.controlplane import free_port
 from tests.support.procs import ManagedProcess, tail
-from tests.support.standin import standin_command
+from tests.support.standin import standin_command, standin_test_command
 from tests.support.waiting import wait_for
 
 
@@ -136,11 +136,16 @@ class Operators:
         real_trainer: bool = False,
     ) -> OperatorProcess:
         """An operator (not started) whose genome containers run ``command`` (default: the stand-in, or
-        with ``real_trainer`` the operator's own default, ``nora train``)."""
+        with ``real_trainer`` the operator's own default, ``nora train``); the test-split Job runs the
+        stand-in's ``--task`` mode, or with ``real_trainer`` ``nora test-score``."""
         workdir = folder or self.folder / f"operator-{len(self.made)}"
         workdir.mkdir(parents=True, exist_ok=True)
         train = list(command) if command is not None else standin_command(workdir)
-        settings = {**({} if real_trainer else {"NORA_TRAIN_COMMAND": json.dumps(train)}), **(env or {})}
+        standin = {
+            "NORA_TRAIN_COMMAND": json.dumps(train),
+            "NORA_TEST_SCORE_COMMAND": json.dumps(standin_test_command(workdir)),
+        }
+        settings = {**({} if real_trainer else standin), **(env or {})}
         operator = OperatorProcess(kubeconfig or self.kubeconfig, namespace, workdir, env=settings)
         self.made.append(operator)
         return operator

@@ -103,7 +103,7 @@ def report(
     console = Console()
     console.print(history_table(view))
     for line in held_out_lines(view):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, soft_wrap=True)
     if view.rows():
         console.print(f"plot: {plot_fitness(view, folder / PLOT_FILE)}")
     best = view.record.best
