@@ -266,6 +266,7 @@ def population_crd() -> Schema:
         ("Generation", "integer", ".status.generation", 0),
         ("Best", "number", ".status.best.fitness", 0),
         ("Reason", "string", ".status.reason", 1),
+        ("Test", "number", ".status.test.best.accuracy", 1),
     )
     return _crd("Population", "populations", "pop", schema, columns)
 
