@@ -68,9 +68,14 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _short(view: RunView, text: str) -> str:
+    """``text`` with genome ids shortened to ``g<N>-<i>`` (the population's name is the table's title)."""
+    return text.replace(f"{view.population}-", "")
+
+
 def _origin(view: RunView, genome: str | None) -> str:
     records = view.records()
-    return origin_text(records[genome][0]) if genome in records else "-"
+    return _short(view, origin_text(records[genome][0])) if genome in records else "-"
 
 
 def history_table(view: RunView) -> Table:
@@ -100,7 +105,7 @@ def history_table(view: RunView) -> Table:
             _fmt(row.diversity),
             str(row.succeeded),
             str(row.failed),
-            row.best_genome or "-",
+            _short(view, row.best_genome or "-"),
             _origin(view, row.best_genome),
         )
     return table
@@ -146,7 +151,7 @@ def plot_fitness(view: RunView, path: Path) -> Path:
             (test.initial.generation, test.initial.accuracy),
             (test.best.generation, test.best.accuracy),
         ]
-        axes.plot(*zip(*points, strict=True), "k*--", markersize=10, label="test accuracy (gen-0 best, best)")
+        axes.plot(*zip(*points, strict=True), "k*", markersize=12, label="test accuracy (gen-0 best, best)")
     axes.set_xlabel("generation")
     axes.set_ylabel("fitness (eval) / test accuracy")
     axes.set_title(f"{view.population}: fitness over generations")

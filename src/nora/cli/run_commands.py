@@ -29,6 +29,9 @@ from nora.local.driver import LocalDriver, RunConfig
 from nora.local.executor import SubprocessExecutor
 from nora.toy.cache import cache_root as toy_cache_root
 
+REPORT_WIDTH = 120
+"""Columns of ``nora report``'s output when it is not a terminal (a log, a pipe): the table fits."""
+
 RunDirOption = Annotated[
     Path, typer.Option("--dir", help="The run folder (state, store, logs, best adapter).")
 ]
@@ -100,7 +103,7 @@ def report(
     view = read_run(location)
     folder = out or (Path(location) if "://" not in location else Path("."))
     folder.mkdir(parents=True, exist_ok=True)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else REPORT_WIDTH)
     console.print(history_table(view))
     for line in held_out_lines(view):
         console.print(line, highlight=False, soft_wrap=True)
