@@ -3,7 +3,9 @@ the run concludes, and that no trainer ever reads the split."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +15,10 @@ from nora.api.manifest import parse_population
 from nora.api.population import PopulationSpec
 from nora.api.status import BestGenome, HistoryRow, PopulationRecord
 from nora.api.task import HeldOutResult
-from nora.evolution import heldout, ledger
+from nora.evolution import contract, heldout, ledger
 from nora.evolution.records import GenomePlan, GenomeResult, origin_text
 from nora.evolution.tasks import genome_task
+from nora.trainer import heldout_command
 from tests.support.manifests import BASE_SPEC, population_body
 
 TEST_URI = "s3://d/test.jsonl"
@@ -161,3 +164,18 @@ def test_origins_read_as_lineage() -> None:
     assert [origin_text(p) for p in plans] == ["elite (p-g0-1 kept)", "mutation", "crossover"]
     bred = plans[2].model_copy(update={"parents": ["p-g0-1", "p-g0-2"]})
     assert origin_text(bred) == "crossover of p-g0-1 x p-g0-2"
+
+
+def test_a_bad_test_score_task_exits_2_naming_the_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _spec()
+    task = heldout.plan_task(spec, "p", _ended(spec), GENERATIONS, str).to_json_dict()
+    path = tmp_path / "task.json"
+    path.write_text(json.dumps({**task, "initial": 7}))
+    monkeypatch.setenv(contract.ENV_TERMINATION_LOG, str(tmp_path / "termination"))
+    assert heldout_command.main(path.as_uri()) == contract.EXIT_INPUT_ERROR
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"{heldout_command.ERROR_PREFIX}{path.as_uri()}: invalid test-score task: ")
+    assert "initial and ensemble: indices must be below the 3 adapters" in last
+    assert (tmp_path / "termination").read_text().strip() == last
