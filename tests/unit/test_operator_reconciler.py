@@ -109,6 +109,27 @@ def test_the_test_split_is_one_genome_like_job_and_the_run_concludes_after_it(
     assert [e[2] for e in cluster.events if e[0] == "Population"] == ["Running", "Succeeded"]
 
 
+def test_a_test_job_deleted_before_a_pass_saw_it_finish_is_read_not_run_again(
+    world: tuple[FakeCluster, LocalStore], tmp_path: Path
+) -> None:
+    cluster, store = world
+    cluster.add("Population", _with_test_split(tmp_path))
+    operator = reconciler(cluster, store)
+    for _ in range(40):
+        operator.reconcile(REF, cluster.views())
+        if "evo-test-g2" in cluster.jobs():
+            break
+        for name, view in cluster.views().items():
+            if not view.finished_phase:
+                finish(cluster, name)
+    finish(cluster, "evo-test-g2")
+    del cluster.objects[("Job", NS, "evo-test-g2")]  # ttlSecondsAfterFinished, unseen
+    operator.reconcile(REF, cluster.views())
+    final = status(cluster)
+    assert (final["phase"], final["test"]["phase"]) == ("Succeeded", "Succeeded")
+    assert cluster.created_jobs["evo-test-g2"] == 1
+
+
 def test_a_failed_test_job_is_recorded_and_the_run_keeps_its_outcome(
     world: tuple[FakeCluster, LocalStore], tmp_path: Path
 ) -> None:

@@ -6,9 +6,9 @@ at the end, the best adapter in PEFT format (``best/``). With ``spec.dataset.tes
 one ``nora test-score`` subprocess (:mod:`nora.evolution.heldout` decides what it scores and records).
 Killing the driver at any point loses nothing: on restart the plan of the current generation is
 re-derived (deterministically), finished genomes are kept, and an attempt that was cut off is started
-again from scratch (the test-split scoring too). The bookkeeping (results, history,
-best, verdict, export) is :mod:`nora.evolution.ledger`'s and :mod:`nora.evolution.run_store`'s, as on a
-cluster; this module only runs genomes and keeps the state in a folder.
+again from scratch (the test-split scoring too). The bookkeeping (results, history, best, verdict,
+export) is :mod:`nora.evolution.ledger`'s and :mod:`nora.evolution.run_store`'s, as on a cluster; this
+module only runs genomes and keeps the state in a folder.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ With ``spec.dataset.test``, a run whose verdict is Succeeded stays Running (reas
 3. reads its ``test.json`` into a :class:`~nora.api.status.HeldOutScore`, or a Failed one with the Job's
    failure message, which the reconciler records before it concludes the run.
 
-Creating is idempotent (a 409 is "already there"); the name carries the generation, so a run resumed by
-a raised ``maxGenerations`` scores again under a new name.
+Creating is idempotent (a 409 is "already there"), and a ``test.json`` whose Job is gone (deleted after
+``ttlSecondsAfterFinished`` before a pass saw it finish) is read, not scored again. The name carries the
+generation, so a run resumed by a raised ``maxGenerations`` scores again under a new name.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from nora.api.status import HeldOutScore, PopulationRecord
+from nora.api.task import HELD_OUT_RESULT_FILE
 from nora.evolution import heldout
 from nora.evolution.ledger import GenerationRecord
 from nora.operator.cluster import Cluster
@@ -88,6 +90,9 @@ def held_out_step(
     name = held_out_job_name(pop.ref.name, record.generation)
     view = jobs.get(name)
     if view is None or view.owner != pop.ref.uid:
+        result = f"{heldout.task_folder(pop.spec, pop.ref.name, record)}/{HELD_OUT_RESULT_FILE}"
+        if pop.store.exists(result):  # its Job finished and was deleted before this pass saw it
+            return heldout.read_outcome(pop.store, pop.spec, pop.ref.name, record)
         _create(cluster, pop, record, settings, generations())
         return None
     if view.phase == "Succeeded":
