@@ -40,7 +40,7 @@ from nora.operator.jobs import JobView
 from nora.operator.metrics import Metrics
 from nora.operator.model_cache_step import ensure_model_cache
 from nora.operator.objects import ObjectRef, generation_name
-from nora.operator.population_status import set_condition, status_patch
+from nora.operator.population_status import pods_creatable, set_condition, status_patch
 from nora.operator.settings import OperatorSettings
 from nora.operator.storage import Stores, namespaced
 from nora.storage import StoreError
@@ -177,6 +177,7 @@ class Reconciler:
                 self._fail(pop, "CorruptAdapter", f"{error}; not bred from it")
                 return PassResult()
             generation = self.generations.advance(pop, generation, jobs, pop.spec.parallelism)
+            pop = self._save(pop, pods_creatable(pop.status, generation.results, iso(), pop.observed))
             if not generation.finished:
                 return PassResult()
             pop = self._conclude(pop, generation)
