@@ -75,7 +75,7 @@ def test_retries_deadlines_and_disruptions() -> None:
     assert spec["suspend"] is False
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
-    assert (rules[1]["action"], rules[1]["onExitCodes"]["values"]) == ("Ignore", [143])
+    assert (rules[1]["action"], rules[1]["onExitCodes"]["values"]) == ("Ignore", [75, 143])
     assert (rules[2]["action"], rules[2]["onExitCodes"]["values"]) == ("FailJob", [2])
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
     assert spec["template"]["spec"]["terminationGracePeriodSeconds"] == 120
