@@ -30,6 +30,7 @@ from nora.operator.jobs import JobRequest, JobView, build_job
 from nora.operator.metrics import Metrics
 from nora.operator.objects import ObjectRef, build_generation, generation_name, owner_uid
 from nora.operator.population_status import FAILED_CREATE, blocked_genomes
+from nora.operator.retrain_step import ParentRepair
 from nora.operator.settings import OperatorSettings
 from nora.operator.storage import StorageAccess, task_uri, write_task
 from nora.operator.template_check import template_problems
@@ -73,6 +74,7 @@ class GenerationDriver:
         self._checked: dict[tuple[str, int | None], list[str]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max(1, settings.api_workers), thread_name_prefix="nora-api")
+        self.repair = ParentRepair(cluster, settings, self)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -181,15 +183,16 @@ class GenerationDriver:
     def breed(
         self, pop: PopulationContext, generation: GenerationObject, jobs: Mapping[str, JobView]
     ) -> GenerationObject:
-        """Breed the offspring in chunks; each chunk's Jobs are created while the next one breeds."""
+        """Breed the offspring in chunks; each chunk's Jobs are created while the next one breeds (still
+        ``Breeding`` while a parent whose adapter failed verification is re-trained)."""
         if generation.phase != "Breeding":
             return generation
         offspring = [p.id for p in generation.plans if p.bred]
         size = max(BREEDING_CHUNK, -(-len(offspring) // 8))
         chunks = [tuple(offspring[i : i + size]) for i in range(0, len(offspring), size)] or [()]
         previous = self.previous(pop, generation.number)
-        if previous is not None:  # never breed from an adapter that was overwritten or corrupted
-            run_store.verify_parents(pop.store, generation.plans, previous.results)
+        if previous is not None and not self.repair.parents_ready(pop, generation.plans, previous, jobs):
+            return generation  # never bred from an adapter that fails verification: re-trained first
         request = PlanRequest(
             spec=generation.planned_with,
             population=pop.ref.name,

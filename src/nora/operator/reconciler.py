@@ -30,7 +30,7 @@ from nora.api.generation import GenerationStatus
 from nora.api.manifest import parse_population
 from nora.api.population import PopulationSpec
 from nora.api.status import HistoryRow, PopulationStatus
-from nora.evolution import ledger, run_store
+from nora.evolution import ledger, retraining, run_store
 from nora.operator.breeder import Breeder
 from nora.operator.cluster import Cluster
 from nora.operator.errors import backoff_seconds, error_kind, error_message, transient
@@ -48,6 +48,7 @@ from nora.storage import StoreError
 log = logging.getLogger("nora.operator")
 FINAL = ("Succeeded", "Failed")
 MAX_GENERATIONS_PER_PASS = 3
+RETRAIN_POLL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -174,8 +175,10 @@ class Reconciler:
             try:
                 generation = self.generations.breed(pop, generation, jobs)
             except run_store.CorruptAdapterError as error:
-                self._fail(pop, "CorruptAdapter", f"{error}; not bred from it")
+                self._fail(pop, retraining.CORRUPT_ADAPTER, f"{error}; not bred from it")
                 return PassResult()
+            if generation.phase == "Breeding":  # a parent is being re-trained
+                return PassResult(delay=RETRAIN_POLL_SECONDS)
             generation = self.generations.advance(pop, generation, jobs, pop.spec.parallelism)
             pop = self._save(pop, pods_creatable(pop.status, generation.results, iso(), pop.observed))
             if not generation.finished:
