@@ -140,3 +140,59 @@ def test_a_genome_whose_pods_cannot_be_created_is_reported_within_a_minute(
 
     messages = wait_for(blocked_genomes, timeout=30, what="the cause in the Generation's genome status")
     assert all("no-such-priority" in m for m in messages)
+
+
+def _condition(api: KubeHTTP, namespace: str, name: str, kind: str) -> JSON | None:
+    conditions = (get_population(api, namespace, name).get("status") or {}).get("conditions") or []
+    found: JSON | None = next((c for c in conditions if c["type"] == kind), None)
+    return found
+
+
+def test_pods_that_cannot_be_created_are_a_population_condition_until_they_can(
+    kube_api: KubeHTTP,
+    kubectl: Kubectl,
+    namespace: str,
+    s3_server: S3Server,
+    operators: Operators,
+) -> None:
+    """``PodsCreatable=False/FailedCreate`` names a genome and the cause within a minute, and turns True
+    once the missing PriorityClass exists and the Pods are created."""
+    operator = operators.start(namespace)
+    s3_secret(kube_api, namespace, s3_server)
+    priority = f"prio-{namespace}"
+    template = {"priorityClassName": priority}
+    kubectl("apply", "-f", "-", stdin=population("later", namespace, s3_server, template=template))
+
+    def blocked() -> JSON | None:
+        condition = _condition(kube_api, namespace, "later", "PodsCreatable")
+        return condition if condition and condition["status"] == "False" else None
+
+    condition = wait_for(blocked, timeout=60, what="PodsCreatable=False", on_timeout=operator.describe)
+    assert condition["reason"] == "FailedCreate"
+    assert condition["message"].startswith("the Pods of genome later-g0-")
+    assert priority in condition["message"]
+    assert ready_condition(kube_api, namespace, "later")["status"] == "True"
+
+    path = "/apis/scheduling.k8s.io/v1/priorityclasses"
+    kube_api.post(
+        path,
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": priority},
+            "value": 10,
+        },
+    )
+    try:
+
+        def created() -> JSON | None:
+            condition = _condition(kube_api, namespace, "later", "PodsCreatable")
+            return condition if condition and condition["status"] == "True" else None
+
+        cleared = wait_for(created, timeout=240, what="PodsCreatable=True", on_timeout=operator.describe)
+        assert cleared["reason"] == "PodsCreated"
+        genomes = (get_generation(kube_api, namespace, "later-g0") or {})["status"]["genomes"]
+        assert not [g for g in genomes if g.get("message", "").startswith("FailedCreate: ")]
+    finally:
+        kube_api.delete(f"{path}/{priority}")
+    assert operator.tracebacks() == 0, operator.describe()

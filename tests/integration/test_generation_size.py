@@ -15,7 +15,7 @@ import pytest
 from nora.api.generation import MAX_GENOMES, GenomeOrigin
 from nora.api.manifest import MAX_NAME_LENGTH, parse_population
 from nora.api.status import METRICS_LIMIT
-from nora.evolution.layout import genome_id, start_adapter_key, trained_adapter_key
+from nora.evolution.layout import genome_id, job_name, start_adapter_key, trained_adapter_key
 from nora.evolution.ledger import GenerationRecord
 from nora.evolution.records import GenomePlan, GenomeResult
 from nora.operator.generations import GenerationObject, Location, spec_json
@@ -90,6 +90,7 @@ def _worst_record(name: str, prefix: str, number: int) -> GenerationRecord:
                 metrics={f"metric_{k:02d}_" + "x" * 22: 1.23456789012345e-05 for k in range(METRICS_LIMIT)},
                 adapter=trained_adapter_key(prefix, name, number, genome),
                 message="BackoffLimitExceeded: " + "e" * 1000,
+                retrains=8,
             )
         )
     return GenerationRecord(number=number, plans=plans, results=results)
@@ -117,7 +118,7 @@ def test_a_generation_at_the_largest_population_fits_in_etcd(
         record=generation.record,
         planned_with=generation.planned_with,
         phase="Failed",
-        jobs={r.id: r.id for r in record.results},
+        jobs={r.id: job_name(r.id, 8) for r in record.results},
         breeding_seconds=123456.789,
         start_time="2026-01-01T00:00:00Z",
         completion_time="2026-01-01T00:00:00Z",

@@ -66,7 +66,7 @@ def _rewrite(s3: S3Server, uri: str) -> str:
     return key
 
 
-def _failed(kube_api: KubeHTTP, namespace: str, name: str, operator: OperatorProcess) -> JSON:
+def _final(kube_api: KubeHTTP, namespace: str, name: str, operator: OperatorProcess) -> JSON:
     final: JSON = wait_phase(kube_api, namespace, name, ("Succeeded", "Failed"), 300, operator)["status"]
     return final
 
@@ -87,7 +87,7 @@ def test_an_overwritten_best_adapter_is_never_exported_and_the_run_fails_naming_
     key = _rewrite(s3_server, best["adapter"])
     release.touch()
 
-    status = _failed(kube_api, namespace, "ex", operator)
+    status = _final(kube_api, namespace, "ex", operator)
     assert (status["phase"], status["reason"]) == ("Failed", "ExportFailed")
     assert best["id"] in status["message"]
     assert key in status["message"]
@@ -99,7 +99,7 @@ def test_an_overwritten_best_adapter_is_never_exported_and_the_run_fails_naming_
     assert "best.json" not in s3_objects(s3_server, f"nora/{namespace}/ex/best/")
 
 
-def test_a_corrupted_parent_is_never_bred_from_and_the_run_fails_naming_genome_and_key(
+def test_a_corrupted_parent_is_re_trained_from_its_own_seed_before_anything_is_bred_from_it(
     kube_api: KubeHTTP,
     kubectl: Kubectl,
     kubelet: ProcessKubelet,
@@ -112,17 +112,29 @@ def test_a_corrupted_parent_is_never_bred_from_and_the_run_fails_naming_genome_a
     s3_secret(kube_api, namespace, s3_server)
     release = tmp_path / "release"
     best = _held_run(kube_api, kubectl, namespace, s3_server, "par", release, maxGenerations=2)
+    original = s3_objects(s3_server, best["adapter"].removeprefix(f"s3://{s3_server.bucket}/"))
     key = _rewrite(s3_server, best["adapter"])  # the best survives: a parent of generation 1
     release.touch()
 
-    status = _failed(kube_api, namespace, "par", operator)
-    assert (status["phase"], status["reason"]) == ("Failed", "CorruptAdapter")
-    assert status["message"].startswith(f"genome {best['id']}: s3://{s3_server.bucket}/{key}")
-    assert "ReconcileError" not in {c["reason"] for c in status["conditions"]}
-    g1 = get_generation(kube_api, namespace, "par-g1")
-    assert g1 is not None
-    bred = [g for g in g1["spec"]["genomes"] if best["id"] in g["parents"]]
-    assert bred  # the planned children of the corrupted parent ...
+    status = _final(kube_api, namespace, "par", operator)
+    assert (status["phase"], status["reason"]) == ("Succeeded", "MaxGenerations"), status
+    g0 = get_generation(kube_api, namespace, "par-g0") or {}
+    genome = next(g for g in g0["status"]["genomes"] if g["id"] == best["id"])
+    job = f"{best['id']}-r1"
+    assert (genome["phase"], genome["retrains"], genome["job"]) == ("Succeeded", 1, job)
+    assert genome["message"].startswith(f"re-training (attempt 1): s3://{s3_server.bucket}/{key}: sha256")
+    assert genome["fitness"] == best["fitness"]
+    assert kube_api.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}")["status"]["succeeded"] == 1
+    events = events_of(kube_api, namespace, "Population", "par")
+    retraining = [e for e in events if e["reason"] == "Retraining"]
+    assert [e["type"] for e in retraining] == ["Warning"]
+    assert retraining[0]["message"].startswith(f"genome {best['id']}: re-training (attempt 1): ")
+    assert key in retraining[0]["message"]
+    repaired = s3_objects(s3_server, best["adapter"].removeprefix(f"s3://{s3_server.bucket}/"))
+    assert repaired == original  # its own seed reproduced the same adapter
+    g1 = get_generation(kube_api, namespace, "par-g1") or {}
+    bred = [g["id"] for g in g1["spec"]["genomes"] if best["id"] in g["parents"] and g["origin"] != "elite"]
+    assert bred
     starts = s3_objects(s3_server, f"nora/{namespace}/par/g1/")
-    assert not [k for k in starts if k.endswith("start/nora_manifest.json")]  # ... were never bred
+    assert {f"{child}/start/nora_manifest.json" for child in bred} <= set(starts)
     assert operator.tracebacks() == 0, operator.describe()

@@ -7,7 +7,9 @@ the task's output, and prints the summary line. Its fitness is a deterministic f
 bytes, so bred children score differently from their parents and a re-run scores the same. Genomes
 named in ``fail`` (or ``$NORA_STANDIN_FAIL``) fail: exit 1 with a termination message.
 ``$NORA_STANDIN_HOLD`` (``genome=path,...``) holds a genome until ``path`` exists, so a test can act
-while that genome's generation is unfinished.
+while that genome's generation is unfinished. ``$NORA_STANDIN_UNREACHABLE`` (``genome=path,...``) points
+that genome's S3 client at a closed port until ``path`` exists: botocore gives up after its retries and the
+stand-in exits :data:`~nora.evolution.contract.EXIT_TRANSIENT`, as the trainer does.
 
 It also stands in for ``nora test-score`` (:func:`score_test_split`, ``--task``): it reads the task and the
 test split's rows, and each adapter "answers" a row correctly when a hash of (its bytes, the row) falls
@@ -40,6 +42,9 @@ from nora.storage import open_uri
 
 FAIL_ENV = "NORA_STANDIN_FAIL"
 HOLD_ENV = "NORA_STANDIN_HOLD"
+UNREACHABLE_ENV = "NORA_STANDIN_UNREACHABLE"
+CLOSED_ENDPOINT = "http://127.0.0.1:9"
+"""The discard port, closed on the test machine: a connection to it is refused."""
 HOLD_SECONDS = 600
 WIDTH = 8
 REPO = Path(__file__).resolve().parents[2]
@@ -126,19 +131,38 @@ def train(
     return {"genome": task.genome, "fitness": fitness}
 
 
+def _pairs(variable: str) -> dict[str, Path]:
+    pairs = [item.partition("=") for item in os.environ.get(variable, "").split(",") if item]
+    return {genome: Path(path) for genome, _, path in pairs}
+
+
+def _cut_off(task_uri: str) -> None:
+    """Point the S3 client at a closed port while the task's genome is listed as unreachable."""
+    for genome, path in _pairs(UNREACHABLE_ENV).items():
+        if f"/{genome}/" in task_uri and not path.exists():
+            os.environ["AWS_ENDPOINT_URL"] = os.environ["AWS_ENDPOINT_URL_S3"] = CLOSED_ENDPOINT
+
+
+def _fail(reason: str, code: int) -> int:
+    message = f"{contract.ERROR_PREFIX}{reason}"
+    print(message, file=sys.stderr)
+    path = os.environ.get(contract.ENV_TERMINATION_LOG, contract.TERMINATION_LOG)
+    Path(path).write_text(message)
+    return code
+
+
 def main(argv: Sequence[str]) -> int:
     """The stand-in as a process: ``standin.py --genome URI`` or ``--task URI``; the exit code."""
     fail = [name for name in os.environ.get(FAIL_ENV, "").split(",") if name]
-    pairs = [item.partition("=") for item in os.environ.get(HOLD_ENV, "").split(",") if item]
-    hold = {genome: Path(path) for genome, _, path in pairs}
+    _cut_off(argv[-1])
     try:
-        summary = score_test_split(argv[-1]) if "--task" in argv else train(argv[-1], fail, hold)
+        summary = score_test_split(argv[-1]) if "--task" in argv else train(argv[-1], fail, _pairs(HOLD_ENV))
     except StandinError as error:
-        message = f"{contract.ERROR_PREFIX}{error}"
-        print(message, file=sys.stderr)
-        path = os.environ.get(contract.ENV_TERMINATION_LOG, contract.TERMINATION_LOG)
-        Path(path).write_text(message)
-        return contract.EXIT_FAILED
+        return _fail(str(error), contract.EXIT_FAILED)
+    except Exception as error:
+        if not contract.transient_failure(error):
+            raise
+        return _fail(f"{type(error).__name__}: {error}", contract.EXIT_TRANSIENT)
     print(json.dumps(summary))
     return contract.EXIT_SUCCEEDED
 

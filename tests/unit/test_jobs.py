@@ -75,7 +75,7 @@ def test_retries_deadlines_and_disruptions() -> None:
     assert spec["suspend"] is False
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
-    assert (rules[1]["action"], rules[1]["onExitCodes"]["values"]) == ("Ignore", [143])
+    assert (rules[1]["action"], rules[1]["onExitCodes"]["values"]) == ("Ignore", [75, 143])
     assert (rules[2]["action"], rules[2]["onExitCodes"]["values"]) == ("FailJob", [2])
     assert spec["template"]["spec"]["restartPolicy"] == "Never"
     assert spec["template"]["spec"]["terminationGracePeriodSeconds"] == 120
@@ -261,3 +261,22 @@ def test_refused_job_fields_are_named_as_template_fields() -> None:
         "spec.template.image: Required value",
         "spec.template: Invalid value",
     ]
+
+
+def test_a_re_training_job_has_its_own_name_and_the_genomes_labels() -> None:
+    request = JobRequest(
+        owner=OWNER,
+        population="evo",
+        generation=3,
+        genome="evo-g3-5",
+        task_uri="s3://adapters/nora/evo/g3/evo-g3-5/genome.json",
+        spec=_spec(),
+        command=("nora", "train", "--genome"),
+        ttl_seconds=600,
+        name="evo-g3-5-r1",
+    )
+    job = build_job(request)
+    assert job["metadata"]["name"] == "evo-g3-5-r1"
+    assert job["metadata"]["labels"]["nora.dev/genome"] == "evo-g3-5"
+    env = {v["name"]: v.get("value") for v in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["NORA_GENOME"] == "evo-g3-5"

@@ -20,12 +20,14 @@ from nora.evolution import contract, heldout
 from nora.genetics import load_genome
 from nora.genetics.io import MANIFEST_FILE
 from nora.local.display import LineDisplay
-from nora.local.driver import LocalDriver, RunConfig, RunError
+from nora.local.driver import LocalDriver, RunConfig, RunError, transient_delay
 from nora.local.executor import TEST_SCORE_COMMAND, Launch, Outcome
 from nora.local.state import STATE_FILE, load_state
 from nora.storage import StoreError
 from tests.support import standin
 from tests.support.manifests import BASE_SPEC, population_manifest
+
+WEIGHTS = "adapter_model.safetensors"
 
 
 @dataclass
@@ -47,7 +49,10 @@ class FakeExecutor:
     fail_first: set[str] = field(default_factory=set)
     bad_input: set[str] = field(default_factory=set)
     preempt_first: set[str] = field(default_factory=set)
+    unreachable_first: set[str] = field(default_factory=set)
     interrupt_after: int | None = None
+    corrupt_after: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    """genome -> files: once that genome's first attempt has run, the files' bytes are rewritten."""
     started: Counter[str] = field(default_factory=Counter)
     commands: list[tuple[str, ...]] = field(default_factory=list)
 
@@ -59,6 +64,9 @@ class FakeExecutor:
             return _Done(
                 Outcome(exit_code=contract.EXIT_PREEMPTED, summary=None, reason="preempted (SIGTERM)")
             )
+        if launch.genome in self.unreachable_first and self.started[launch.genome] == 1:
+            reason = f"{contract.ERROR_PREFIX}EndpointConnectionError: Could not connect (fake)"
+            return _Done(Outcome(exit_code=contract.EXIT_TRANSIENT, summary=None, reason=reason))
         if launch.genome in self.bad_input:
             reason = f"{contract.ERROR_PREFIX}baseModel.uri: no tokenizer files"
             return _Done(Outcome(exit_code=contract.EXIT_INPUT_ERROR, summary=None, reason=reason))
@@ -77,6 +85,8 @@ class FakeExecutor:
                 return _Done(Outcome(exit_code=contract.EXIT_INPUT_ERROR, summary=None, reason=str(error)))
         else:
             summary = standin.train(launch.task_uri)
+        for path in self.corrupt_after.get(launch.genome, ()) if self.started[launch.genome] == 1 else ():
+            path.write_bytes(b"rewritten weights")
         return _Done(Outcome(exit_code=contract.EXIT_SUCCEEDED, summary=summary, reason=""))
 
 
@@ -225,3 +235,42 @@ def test_a_failed_test_scoring_is_recorded_and_the_run_still_succeeds(tmp_path: 
     assert state.test.phase == "Failed"
     assert state.test.message.startswith("test-split scoring failed: ")
     assert json.loads((tmp_path / "best" / "best.json").read_text())["test"]["phase"] == "Failed"
+
+
+def test_an_unreachable_store_does_not_count_and_the_retry_backs_off(tmp_path: Path) -> None:
+    trainer = FakeExecutor(unreachable_first={"quick-g0-1"})
+    state = drive(tmp_path, trainer, population(retries={"backoffLimit": 0}))
+    retried = state.generations[0].result("quick-g0-1")
+    assert (retried.phase, retried.attempts, trainer.started["quick-g0-1"]) == ("Succeeded", 1, 2)
+    assert [transient_delay(n) for n in (1, 2, 3, 6, 7, 30)] == [1.0, 2.0, 4.0, 32.0, 60.0, 60.0]
+
+
+def _weights(run_dir: Path, generation: int, genome: str, folder: str = "output/adapter") -> Path:
+    return run_dir / "store" / "nora" / "quick" / f"g{generation}" / genome / folder / WEIGHTS
+
+
+def test_a_corrupted_parent_is_re_trained_to_the_same_run_and_a_second_corruption_fails_it(
+    tmp_path: Path,
+) -> None:
+    straight = drive(tmp_path / "straight", FakeExecutor())
+    every = {f"quick-g0-{i}": _weights(tmp_path / "repaired", 0, f"quick-g0-{i}") for i in range(4)}
+    trainer = FakeExecutor(corrupt_after={"quick-g0-3": tuple(every.values())})  # after the last of g0
+    repaired = drive(tmp_path / "repaired", trainer)
+    assert (repaired.phase, repaired.best) == (straight.phase, straight.best)
+    g0 = {r.id: r for r in repaired.generations[0].results}
+    parents = {p for plan in repaired.generations[1].plans if plan.bred for p in plan.parents}
+    assert parents
+    for genome in parents:
+        assert (g0[genome].phase, g0[genome].retrains, trainer.started[genome]) == ("Succeeded", 1, 2)
+        assert g0[genome].message.startswith("re-training (attempt 1): ")
+        assert every[genome].read_bytes() == _weights(tmp_path / "straight", 0, genome).read_bytes()
+
+    child = next(p for p in straight.generations[2].plans if p.bred)
+    parent = next(p for p in straight.generations[1].plans if p.id in child.parents and p.bred)
+    run_dir = tmp_path / "twice"
+    output, start = _weights(run_dir, 1, parent.id), _weights(run_dir, 1, parent.id, "start")
+    failed = drive(run_dir, FakeExecutor(corrupt_after={parent.id: (output, start)}))
+    assert (failed.phase, failed.reason) == ("Failed", "CorruptAdapter")
+    assert failed.message.startswith(f"genome {parent.id}: ")
+    assert str(output.parent.relative_to(run_dir / "store")) in failed.message
+    assert "its start adapter is corrupt too" in failed.message

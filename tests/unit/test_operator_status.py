@@ -7,14 +7,14 @@ import json
 import random
 from typing import Any
 
-from nora.api.generation import MAX_GENOMES
+from nora.api.generation import MAX_GENOMES, GenomeStatus
 from nora.api.population import PopulationSpec
 from nora.api.status import HISTORY_LIMIT, PopulationStatus
 from nora.evolution import ledger
 from nora.evolution.records import GenomePlan, GenomeResult
-from nora.operator.generations import GenerationObject, Location, spec_json
+from nora.operator.generations import GenerationObject, Location, genome_status, result_of, spec_json
 from nora.operator.objects import ObjectRef, build_generation
-from nora.operator.population_status import set_condition, status_patch
+from nora.operator.population_status import FAILED_CREATE, pods_creatable, set_condition, status_patch
 
 KIB = 1024
 POPULATION = "p" * 40  # the longest name a Population may have
@@ -155,3 +155,35 @@ def test_conditions_keep_their_transition_time_until_they_change() -> None:
     assert [(c.type, c.status, c.last_transition_time) for c in status.conditions] == [
         ("Ready", "False", "t3")
     ]
+
+
+def test_pods_creatable_names_the_first_blocked_genome_and_clears_once_none_is() -> None:
+    quiet = pods_creatable(PopulationStatus(), [GenomeResult(id="p-g0-0")], "t1", 1)
+    assert quiet.conditions == []  # never blocked: no condition at all
+    blocked = [
+        GenomeResult(id=f"p-g0-{i}", message=f"{FAILED_CREATE}no PriorityClass with name x was found")
+        for i in range(3)
+    ]
+    status = pods_creatable(
+        PopulationStatus(), [*blocked, GenomeResult(id="p-g0-3", phase="Running")], "t1", 1
+    )
+    (condition,) = status.conditions
+    assert (condition.type, condition.status, condition.reason) == ("PodsCreatable", "False", "FailedCreate")
+    assert condition.message == (
+        "the Pods of genome p-g0-0 cannot be created (and 2 more genomes): "
+        "no PriorityClass with name x was found"
+    )
+    cleared = pods_creatable(status, [r.update(message="", phase="Running") for r in blocked], "t2", 1)
+    assert [(c.status, c.reason, c.last_transition_time) for c in cleared.conditions] == [
+        ("True", "PodsCreated", "t2")
+    ]
+    finished = [r.update(phase="Failed") for r in blocked]  # a finished genome's message is its own
+    assert pods_creatable(cleared, finished, "t3", 1) == cleared
+
+
+def test_a_retrained_genome_keeps_its_count_and_others_write_none() -> None:
+    retrained = GenomeResult(id="p-g0-1", phase="Succeeded", retrains=1, message="re-training (attempt 1): x")
+    entry = genome_status(retrained, "p-g0-1-r1", LOCATION)
+    assert (entry["retrains"], entry["job"]) == (1, "p-g0-1-r1")
+    assert result_of(GenomeStatus.model_validate(entry), LOCATION).retrains == 1
+    assert "retrains" not in genome_status(GenomeResult(id="p-g0-2"), "p-g0-2", LOCATION)

@@ -81,7 +81,9 @@ class GenomeStatus(StatusModel):
         fitness: its fitness once Succeeded.
         metrics: the trainer's headline metrics (``accuracy``, ``irpo_loss``...).
         adapter: URI of its trained adapter.
-        message: why it failed (the trainer's termination message), if it did.
+        message: why it failed (the trainer's termination message), if it did; why it was re-trained.
+        retrains: times it was trained again because its stored adapter failed verification (its Job
+            then is ``<id>-r<retrains>``).
     """
 
     id: str
@@ -92,6 +94,7 @@ class GenomeStatus(StatusModel):
     metrics: Annotated[dict[str, float], Field(max_length=METRICS_LIMIT)] = Field(default_factory=dict)
     adapter: str | None = None
     message: Annotated[str, Field(max_length=1024)] = ""
+    retrains: Annotated[int, Field(ge=0, le=8)] = 0
 
 
 class GenerationStatus(StatusModel):

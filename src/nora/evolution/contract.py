@@ -8,6 +8,8 @@
   cannot help, so no driver retries it;
 - exit :data:`EXIT_PREEMPTED`: stopped by SIGTERM; a training run saved a checkpoint first, and the
   next attempt of the same genome resumes from it;
+- exit :data:`EXIT_TRANSIENT`: the store was unreachable or failing (:func:`transient_failure`); the
+  genome is not at fault, so the attempt is run again without counting against its retries;
 - any other exit code: a failure that a retry may cure.
 
 On failure the last stderr line is ``ERROR_PREFIX + reason``, also written to the termination message
@@ -26,6 +28,12 @@ EXIT_FAILED = 1
 EXIT_INPUT_ERROR = 2
 EXIT_PREEMPTED = 143
 """Stopped by SIGTERM (preemption, Kueue suspension, node drain) after saving a checkpoint when training."""
+EXIT_TRANSIENT = 75
+"""``EX_TEMPFAIL``: the store could not be reached (or kept failing) after botocore's own retries."""
+TRANSIENT_STORE_ERRORS = frozenset(
+    {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError"}
+)
+"""botocore's errors for a store that cannot be reached (by class name: no botocore import here)."""
 
 ENV_POPULATION = "NORA_POPULATION"
 ENV_GENERATION = "NORA_GENERATION"
@@ -84,6 +92,22 @@ def parse_summary_line(line: str) -> dict[str, Any] | None:
 def retryable(exit_code: int) -> bool:
     """Whether a failed attempt may succeed if run again (never for bad input)."""
     return exit_code not in (EXIT_SUCCEEDED, EXIT_INPUT_ERROR)
+
+
+def transient_failure(error: BaseException) -> bool:
+    """Whether ``error`` (or its cause) says the store was unreachable or failing, not that the genome or
+    its input is wrong: a botocore connection error or timeout, or a 5xx reply after botocore's retries."""
+    current: BaseException | None = error
+    while current is not None:
+        if {kind.__name__ for kind in type(current).__mro__} & TRANSIENT_STORE_ERRORS:
+            return True
+        response = getattr(current, "response", None)
+        meta = response.get("ResponseMetadata") if isinstance(response, dict) else None
+        status = meta.get("HTTPStatusCode") if isinstance(meta, dict) else None
+        if isinstance(status, int) and status >= 500:
+            return True
+        current = current.__cause__
+    return False
 
 
 def finite_number(value: Any) -> float | None:

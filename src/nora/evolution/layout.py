@@ -23,6 +23,11 @@ def genome_id(population: str, generation: int, index: int) -> str:
     return f"{population}-g{generation}-{index}"
 
 
+def job_name(genome: str, retrains: int = 0) -> str:
+    """A genome's Job on a cluster: ``<genome>``, or ``<genome>-r<k>`` for its ``k``-th re-training."""
+    return f"{genome}-r{retrains}" if retrains else genome
+
+
 def namespaced_prefix(prefix: str, namespace: str) -> str:
     """``<prefix>/<namespace>``: the prefix the operator uses for every Population of ``namespace``."""
     return "/".join(part for part in (prefix.strip("/"), namespace) if part)
@@ -68,3 +73,16 @@ def best_key(prefix: str, population: str) -> str:
 def held_out_key(prefix: str, population: str, generation: int) -> str:
     """The folder of the test-split scoring of a run whose last generation is ``generation``."""
     return f"{population_key(prefix, population)}/test/g{generation}"
+
+
+def adapter_owner(prefix: str, population: str, key: str) -> tuple[int, str] | None:
+    """The generation and genome that trained the adapter at ``key`` (``None``: no genome's own output,
+    e.g. a user's seed adapter)."""
+    base = population_key(prefix, population)
+    parts = key.removeprefix(f"{base}/").split("/") if key.startswith(f"{base}/") else []
+    if len(parts) != 4 or parts[2:] != ["output", "adapter"] or not parts[0][1:].isdigit():
+        return None
+    generation, genome = int(parts[0][1:]), parts[1]
+    return (
+        (generation, genome) if key == trained_adapter_key(prefix, population, generation, genome) else None
+    )

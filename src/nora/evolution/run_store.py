@@ -139,11 +139,19 @@ def verify_adapter(store: Store, key: str) -> list[str]:
 
 
 class CorruptAdapterError(StoreError):
-    """A stored adapter failed verification; the message names its genome and object."""
+    """A stored adapter failed verification; the message names its genome and object.
 
-    def __init__(self, genome: str, detail: str) -> None:
+    Attributes:
+        genome: the genome (as its generation lists it) whose adapter failed.
+        key: the adapter's store key.
+        detail: what failed (naming the object).
+    """
+
+    def __init__(self, genome: str, detail: str, key: str = "") -> None:
         super().__init__(f"genome {genome}: {detail}")
         self.genome = genome
+        self.key = key
+        self.detail = detail
 
 
 def verify_parents(store: Store, plans: Sequence[GenomePlan], previous: Sequence[GenomeResult]) -> None:
@@ -160,7 +168,7 @@ def verify_parents(store: Store, plans: Sequence[GenomePlan], previous: Sequence
         try:
             verify_adapter(store, key)
         except StoreError as error:
-            raise CorruptAdapterError(parent, str(error)) from None
+            raise CorruptAdapterError(parent, str(error), key) from None
 
 
 def export_best(

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from nora.api.manifest import PopulationManifest
 from nora.api.status import HistoryRow
-from nora.evolution import breeding, contract, heldout, ledger, run_store
+from nora.evolution import breeding, contract, heldout, ledger, retraining, run_store
 from nora.evolution.genome_store import download_folder
-from nora.evolution.layout import best_key, task_key
+from nora.evolution.layout import adapter_owner, best_key, task_key
 from nora.evolution.planning import GenerationPlan
 from nora.evolution.records import GenomePlan, GenomeResult, origin_text, summarize
 from nora.evolution.strategies.plans import plan_generation
@@ -41,6 +42,8 @@ from nora.local.state import RunState, load_state, save_state, spec_digest
 from nora.storage import LocalStore
 
 POLL_SECONDS = 0.2
+TRANSIENT_BASE_SECONDS = 1.0
+TRANSIENT_CAP_SECONDS = 60.0
 
 
 def generation_line(generation: ledger.GenerationRecord, row: HistoryRow, verdict: str) -> str:
@@ -77,13 +80,22 @@ class _Attempt:
     started: float
 
 
+def transient_delay(failures: int) -> float:
+    """The pause before re-running a genome after ``failures`` attempts in a row found the store
+    unreachable: doubling from 1 s, at most a minute."""
+    doubling: float = 2.0 ** min(max(0, failures - 1), 16)
+    return min(TRANSIENT_CAP_SECONDS, TRANSIENT_BASE_SECONDS * doubling)
+
+
 def retry_or_fail(result: GenomeResult, outcome: Outcome, backoff_limit: int) -> GenomeResult:
     """A failed attempt: Pending again while retries remain and a retry can help, else Failed.
 
-    A preempted attempt (it checkpointed on SIGTERM) does not count: the next one resumes it.
+    A preempted attempt (it checkpointed on SIGTERM) does not count: the next one resumes it. Nor does one
+    that found the store unreachable (:data:`~nora.evolution.contract.EXIT_TRANSIENT`): the genome is not
+    at fault.
     """
     message = ledger.clip(outcome.reason)
-    if outcome.exit_code == contract.EXIT_PREEMPTED:
+    if outcome.exit_code in (contract.EXIT_PREEMPTED, contract.EXIT_TRANSIENT):
         return result.update(phase="Pending", attempts=max(0, result.attempts - 1), message=message)
     if contract.retryable(outcome.exit_code) and result.attempts <= backoff_limit:
         return result.update(phase="Pending", message=message)
@@ -110,6 +122,8 @@ class LocalDriver:
         self.clock = clock
         self.started = clock()
         self.durations: list[float] = []
+        self._transient: Counter[str] = Counter()  # attempts in a row that found the store unreachable
+        self._due: dict[str, float] = {}  # when a genome backing off after such an attempt may run again
 
     def run(self) -> RunState:
         """Run (or resume) until the population succeeds or fails; returns the final state."""
@@ -118,7 +132,8 @@ class LocalDriver:
         while state.phase == "Running":
             state = self._score_test(state) if heldout.awaiting_test(state) else self._run_generation(state)
             self._save(state)
-        self._export_best(state)
+        if state.reason != retraining.CORRUPT_ADAPTER:  # the store's adapters cannot be trusted then
+            self._export_best(state)
         self.display.event(f"{state.phase}: {state.message}")
         return state
 
@@ -166,11 +181,59 @@ class LocalDriver:
             state = state.with_generation(current)
             self._save(state)
             run_store.write_generation(self.store, self.prefix, self.name, current)
+        state = self._repair_parents(state, plan)
+        if state.phase != "Running":
+            return state
         self.display.event(f"generation {number}: breeding {len(plan.breeding)} offspring")
         for order in plan.breeding:
             breeding.execute(order, self.store)
         state = self._train(state, current)
         return self._conclude(state, number)
+
+    def _repair_parents(self, state: RunState, plan: GenerationPlan) -> RunState:
+        """Verify the adapters the offspring are bred from; re-train the genome of one that fails (as the
+        operator does, :mod:`nora.evolution.retraining`), or end the run as ``CorruptAdapter``."""
+        while plan.generation > 0:
+            previous = state.generations[plan.generation - 1]
+            try:
+                run_store.verify_parents(self.store, plan.genomes, previous.results)
+                return state
+            except run_store.CorruptAdapterError as error:
+                try:
+                    retrain = self._retrain_of(state, error)
+                except run_store.CorruptAdapterError as final:
+                    message = ledger.clip(f"{final}; not bred from it", 4096)
+                    update = {"phase": "Failed", "reason": retraining.CORRUPT_ADAPTER, "message": message}
+                    return state.model_copy(update=update)
+            state = self._retrain(state, retrain)
+        return state
+
+    def _retrain_of(self, state: RunState, error: run_store.CorruptAdapterError) -> retraining.Retrain:
+        owner = adapter_owner(self.prefix, self.name, error.key)
+        if owner is None or owner[0] >= len(state.generations):
+            raise retraining.unrepairable(error, retraining.NOT_OWN)
+        generation = state.generations[owner[0]]
+        result, plan = generation.result(owner[1]), generation.plan(owner[1])
+        return retraining.retrain_or_fail(
+            error, owner, result.retrains, retraining.start_problem(self.store, plan)
+        )
+
+    def _retrain(self, state: RunState, retrain: retraining.Retrain) -> RunState:
+        """Run the genome of ``retrain`` again; ``retrains`` counts it whatever its outcome."""
+        self.display.event(f"{retrain.genome}: {retrain.reason}")
+        generation = state.generations[retrain.generation]
+        reason = ledger.clip(retrain.reason)
+        again = generation.result(retrain.genome).update(phase="Pending", message=reason)
+        state = self._train(state, generation.with_result(again))
+        generation = state.generations[retrain.generation]
+        done = generation.result(retrain.genome)
+        done = done.update(
+            retrains=retrain.attempt, message=reason if done.phase == "Succeeded" else done.message
+        )
+        state = state.with_generation(generation.with_result(done))
+        run_store.write_generation(self.store, self.prefix, self.name, state.generations[retrain.generation])
+        self._save(state)
+        return state
 
     def _older(self, state: RunState) -> Callable[[Sequence[int]], list[HistoryRow]]:
         def rows(numbers: Sequence[int]) -> list[HistoryRow]:
@@ -237,8 +300,8 @@ class LocalDriver:
         try:
             while pending or running:
                 free = sorted(set(range(self.config.workers)) - {a.slot for a in running.values()})
-                while free and pending:
-                    genome = pending.pop(0)
+                while free and (genome := self._next_due(pending)) is not None:
+                    pending.remove(genome)
                     state = self._start(state, plans[genome], free.pop(0), running)
                 finished = [(g, a, o) for g, a in running.items() if (o := a.handle.poll()) is not None]
                 for genome, attempt, outcome in finished:
@@ -254,6 +317,11 @@ class LocalDriver:
             self._save(state)
             raise
         return state
+
+    def _next_due(self, pending: Sequence[str]) -> str | None:
+        """The first pending genome that is not backing off from an unreachable store."""
+        now = self.clock()
+        return next((g for g in pending if self._due.get(g, now) <= now), None)
 
     def _start(self, state: RunState, plan: GenomePlan, slot: int, running: dict[str, _Attempt]) -> RunState:
         task = genome_task(self.spec, self.name, plan, self.store.uri, self.config.resolve)
@@ -283,6 +351,7 @@ class LocalDriver:
             result = run_store.genome_outcome(self.store, self.prefix, self.name, plan, result)
         else:
             result = retry_or_fail(result, outcome, self.spec.retries.backoff_limit)
+        self._back_off(plan.id, outcome)
         if result.phase == "Succeeded":
             self.display.event(f"{plan.id}: fitness {result.fitness:.4g}")
         elif result.phase == "Pending":
@@ -293,6 +362,17 @@ class LocalDriver:
         state = state.with_generation(generation.with_result(result))
         self._save(state)
         return state
+
+    def _back_off(self, genome: str, outcome: Outcome) -> None:
+        """After an attempt that found the store unreachable: wait before the next one (doubling, capped)."""
+        if outcome.exit_code != contract.EXIT_TRANSIENT:
+            self._transient.pop(genome, None)
+            self._due.pop(genome, None)
+            return
+        self._transient[genome] += 1
+        delay = transient_delay(self._transient[genome])
+        self._due[genome] = self.clock() + delay
+        self.display.event(f"{genome}: the store is unreachable; trying again in {delay:.0f}s (not counted)")
 
     def _snapshot(self, state: RunState, running: Mapping[str, _Attempt]) -> Snapshot:
         current = state.current

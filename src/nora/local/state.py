@@ -37,7 +37,8 @@ class RunState(PopulationRecord):
 
     def with_generation(self, generation: GenerationRecord) -> RunState:
         kept = [g for g in self.generations if g.number != generation.number]
-        return self.model_copy(update={"generations": [*kept, generation]})
+        ordered = sorted([*kept, generation], key=lambda g: g.number)
+        return self.model_copy(update={"generations": ordered})
 
     def record(self) -> PopulationRecord:
         """The part of the state that is the Population's record (``population.json`` in the store)."""

@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from nora.evolution import contract
+
 BACKOFF_BASE_SECONDS = 5.0
 BACKOFF_CAP_SECONDS = 300.0
-_TRANSIENT_NAMES = frozenset(
+_TRANSIENT_NAMES = contract.TRANSIENT_STORE_ERRORS | frozenset(
     {
-        "EndpointConnectionError",
-        "ConnectTimeoutError",
-        "ReadTimeoutError",
-        "ConnectionClosedError",
         "MaxRetryError",
         "NewConnectionError",
         "ProtocolError",

@@ -29,6 +29,8 @@ from nora.operator.job_steps import plan_step
 from nora.operator.jobs import JobRequest, JobView, build_job
 from nora.operator.metrics import Metrics
 from nora.operator.objects import ObjectRef, build_generation, generation_name, owner_uid
+from nora.operator.population_status import FAILED_CREATE, blocked_genomes
+from nora.operator.retrain_step import ParentRepair
 from nora.operator.settings import OperatorSettings
 from nora.operator.storage import StorageAccess, task_uri, write_task
 from nora.operator.template_check import template_problems
@@ -72,6 +74,7 @@ class GenerationDriver:
         self._checked: dict[tuple[str, int | None], list[str]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max(1, settings.api_workers), thread_name_prefix="nora-api")
+        self.repair = ParentRepair(cluster, settings, self)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -180,15 +183,16 @@ class GenerationDriver:
     def breed(
         self, pop: PopulationContext, generation: GenerationObject, jobs: Mapping[str, JobView]
     ) -> GenerationObject:
-        """Breed the offspring in chunks; each chunk's Jobs are created while the next one breeds."""
+        """Breed the offspring in chunks; each chunk's Jobs are created while the next one breeds (still
+        ``Breeding`` while a parent whose adapter failed verification is re-trained)."""
         if generation.phase != "Breeding":
             return generation
         offspring = [p.id for p in generation.plans if p.bred]
         size = max(BREEDING_CHUNK, -(-len(offspring) // 8))
         chunks = [tuple(offspring[i : i + size]) for i in range(0, len(offspring), size)] or [()]
         previous = self.previous(pop, generation.number)
-        if previous is not None:  # never breed from an adapter that was overwritten or corrupted
-            run_store.verify_parents(pop.store, generation.plans, previous.results)
+        if previous is not None and not self.repair.parents_ready(pop, generation.plans, previous, jobs):
+            return generation  # never bred from an adapter that fails verification: re-trained first
         request = PlanRequest(
             spec=generation.planned_with,
             population=pop.ref.name,
@@ -272,19 +276,25 @@ class GenerationDriver:
         self, pop: PopulationContext, generation: GenerationObject, jobs: Mapping[str, JobView]
     ) -> GenerationObject:
         """Genomes whose Pods cannot be created (missing PriorityClass, quota, admission): the reason in
-        their status and a Warning Event on the Population, not a silent Pending."""
-        waiting = [
-            r for r in generation.results if r.phase == "Pending" and r.id in jobs and not jobs[r.id].attempts
-        ]
+        their status (cleared once their Pods exist) and a Warning Event on the Population, not a silent
+        Pending."""
+        waiting = {
+            r.id
+            for r in generation.results
+            if r.phase == "Pending" and r.id in jobs and not jobs[r.id].attempts
+        }
+        for result in blocked_genomes(generation.results):
+            if result.id not in waiting:
+                generation = generation.with_result(result.update(message=""))
         if not waiting:
             return generation
         blocked = self.cluster.blocked_jobs(pop.ref.namespace)
-        for result in waiting:
-            cause = blocked.get(result.id)
-            message = ledger.clip(f"FailedCreate: {cause}") if cause else ""
-            if cause and result.message != message:
+        for genome in sorted(waiting & blocked.keys()):
+            result = generation.result(genome)
+            message = ledger.clip(f"{FAILED_CREATE}{blocked[genome]}")
+            if result.message != message:
                 generation = generation.with_result(result.update(message=message))
-                self.cluster.post_event(pop.ref, "Warning", "FailedCreate", f"{result.id}: {message}")
+                self.cluster.post_event(pop.ref, "Warning", "FailedCreate", f"{genome}: {message}")
         return generation
 
     def _vanished(

@@ -59,9 +59,10 @@ def genome_status(result: GenomeResult, job: str | None, location: Location) -> 
         metrics=headline_metrics(result.metrics),
         adapter=location.uri(result.adapter),
         message=clip(result.message),
+        retrains=result.retrains,
     )
     data = entry.to_json_dict()
-    for empty in ("metrics", "message"):
+    for empty in ("metrics", "message", "retrains"):
         if not data.get(empty):
             data.pop(empty, None)
     return data

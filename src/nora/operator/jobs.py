@@ -6,8 +6,9 @@ builder, so it runs exactly like a genome: same image, security context, Secret 
 A genome Job runs ``<train command> s3://<bucket>/<key of genome.json>`` once (``restartPolicy:
 Never``); the Job controller retries a failed Pod up to ``spec.retries.backoffLimit`` times, except that
 Pod disruptions (preemption, eviction, node drain) are not counted (``podFailurePolicy`` ignores
-``DisruptionTarget`` and the trainer's exit code 143, which it returns after checkpointing on SIGTERM
-within ``terminationGracePeriodSeconds``) and a bad-input failure (exit code 2) fails the Job at once.
+``DisruptionTarget``, the trainer's exit code 143, which it returns after checkpointing on SIGTERM
+within ``terminationGracePeriodSeconds``, and its exit code 75, an unreachable store) and a bad-input
+failure (exit code 2) fails the Job at once.
 With ``spec.queueName`` the Job carries Kueue's queue label (and ``spec.workloadPriorityClassName`` as
 Kueue's priority-class label) and is created suspended: Kueue admits it when its quota allows, and a
 suspended (queued or preempted) Job is Pending, never Failed. With ``spec.modelCache`` the Pod mounts the
@@ -68,12 +69,13 @@ class JobRequest:
         owner: the Generation that owns the Job.
         population: the Population's name.
         generation: the generation number.
-        genome: the genome id (also the Job's name).
+        genome: the genome id (also the Job's name, unless ``name`` is given).
         task_uri: ``s3://`` URI of the genome's ``genome.json``.
         spec: the Population's current spec (template, retries, deadline, queue, storage).
         command: the container command before the task URI.
         ttl_seconds: ``ttlSecondsAfterFinished``.
         component: the ``app.kubernetes.io/component`` label (``test-score`` for a run's test Job).
+        name: the Job's name when it is not the genome's (a re-training, ``<genome>-r<k>``).
     """
 
     owner: ObjectRef
@@ -85,6 +87,7 @@ class JobRequest:
     command: Sequence[str]
     ttl_seconds: int
     component: str = "genome"
+    name: str = ""
 
 
 def storage_env(spec: PopulationSpec, endpoint: str | None, region: str | None) -> list[JSON]:
@@ -208,7 +211,9 @@ def kueue_labels(spec: PopulationSpec) -> dict[str, str]:
 
 
 def pod_failure_policy() -> JSON:
-    """Disruptions and checkpointed SIGTERM stops are not failures; bad input fails the Job at once."""
+    """Disruptions, checkpointed SIGTERM stops and an unreachable store are not failures (the Job controller
+    replaces the Pod without counting it, within ``activeDeadlineSeconds``); bad input fails the Job at
+    once."""
     return {
         "rules": [
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
@@ -217,7 +222,7 @@ def pod_failure_policy() -> JSON:
                 "onExitCodes": {
                     "containerName": CONTAINER,
                     "operator": "In",
-                    "values": [contract.EXIT_PREEMPTED],
+                    "values": sorted((contract.EXIT_TRANSIENT, contract.EXIT_PREEMPTED)),
                 },
             },
             {
@@ -245,7 +250,7 @@ def build_job(request: JobRequest, endpoint: str | None = None, region: str | No
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": request.genome,
+            "name": request.name or request.genome,
             "namespace": request.owner.namespace,
             "labels": job_labels,
             "annotations": {"nora.dev/task": request.task_uri},

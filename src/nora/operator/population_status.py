@@ -6,8 +6,15 @@ The rest of the status (history, best genome, verdict, resumption) is the Popula
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from nora.api.status import Condition, ConditionStatus, PopulationStatus
+from nora.evolution.records import GenomeResult
 from nora.operator.objects import JSON
+
+FAILED_CREATE = "FailedCreate: "
+"""How a genome's status message starts while its Job's Pods cannot be created."""
+PODS_CREATABLE = "PodsCreatable"
 
 
 def set_condition(
@@ -38,3 +45,26 @@ def set_condition(
 def status_patch(status: PopulationStatus) -> JSON:
     """The merge patch that makes the stored status equal ``status`` (absent optional fields deleted)."""
     return status.model_dump(mode="json", by_alias=True)
+
+
+def blocked_genomes(results: Sequence[GenomeResult]) -> list[GenomeResult]:
+    """The unfinished genomes whose Pods cannot be created (their message says ``FailedCreate: why``)."""
+    return [r for r in results if not r.finished and r.message.startswith(FAILED_CREATE)]
+
+
+def pods_creatable(
+    status: PopulationStatus, results: Sequence[GenomeResult], now: str, observed: int | None
+) -> PopulationStatus:
+    """``status`` with ``PodsCreatable``: False (reason ``FailedCreate``) naming the first blocked genome and
+    the cause, True again once none is blocked; absent while no genome ever was."""
+    blocked = blocked_genomes(results)
+    if blocked:
+        first = blocked[0]
+        more = f" (and {len(blocked) - 1} more genomes)" if len(blocked) > 1 else ""
+        cause = first.message.removeprefix(FAILED_CREATE)
+        message = f"the Pods of genome {first.id} cannot be created{more}: {cause}"
+        return set_condition(status, PODS_CREATABLE, False, "FailedCreate", message, now, observed)
+    if any(c.type == PODS_CREATABLE and c.status == "False" for c in status.conditions):
+        message = "the Pods of every started genome were created"
+        return set_condition(status, PODS_CREATABLE, True, "PodsCreated", message, now, observed)
+    return status

@@ -32,7 +32,7 @@ from nora.api.generation import GenerationStatus
 from nora.api.manifest import parse_population
 from nora.api.population import PopulationSpec
 from nora.api.status import HistoryRow, PopulationStatus
-from nora.evolution import heldout, ledger, run_store
+from nora.evolution import heldout, ledger, retraining, run_store
 from nora.operator.breeder import Breeder
 from nora.operator.cluster import Cluster
 from nora.operator.errors import backoff_seconds, error_kind, error_message, transient
@@ -43,7 +43,7 @@ from nora.operator.jobs import JobView
 from nora.operator.metrics import Metrics
 from nora.operator.model_cache_step import ensure_model_cache
 from nora.operator.objects import ObjectRef, generation_name
-from nora.operator.population_status import set_condition, status_patch
+from nora.operator.population_status import pods_creatable, set_condition, status_patch
 from nora.operator.settings import OperatorSettings
 from nora.operator.storage import Stores, namespaced
 from nora.storage import StoreError
@@ -51,6 +51,7 @@ from nora.storage import StoreError
 log = logging.getLogger("nora.operator")
 FINAL = ("Succeeded", "Failed")
 MAX_GENERATIONS_PER_PASS = 3
+RETRAIN_POLL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -182,9 +183,12 @@ class Reconciler:
             try:
                 generation = self.generations.breed(pop, generation, jobs)
             except run_store.CorruptAdapterError as error:
-                self._fail(pop, "CorruptAdapter", f"{error}; not bred from it")
+                self._fail(pop, retraining.CORRUPT_ADAPTER, f"{error}; not bred from it")
                 return PassResult()
+            if generation.phase == "Breeding":  # a parent is being re-trained
+                return PassResult(delay=RETRAIN_POLL_SECONDS)
             generation = self.generations.advance(pop, generation, jobs, pop.spec.parallelism)
+            pop = self._save(pop, pods_creatable(pop.status, generation.results, iso(), pop.observed))
             if not generation.finished:
                 return PassResult()
             pop = self._conclude(pop, generation)

@@ -6,6 +6,7 @@ and reports:
 - success: exit 0; stdout ends with ONE JSON line ``{"genome", "fitness", "metric", "metrics", "adapter",
   "samples", "durations"}`` (anything libraries print goes to stderr while the job runs);
 - SIGTERM: a checkpoint when training is under way (:mod:`nora.trainer.checkpoint`), then exit 143;
+- the store unreachable (or failing with 5xx) after botocore's retries: exit 75, not the genome's fault;
 - failure: exit 2 for bad input (genome.json, data, model, adapter) and 1 otherwise, with ONE line
   ``nora train: error: <reason>`` as the last line on stderr, also written to the Kubernetes termination
   message file: ``$NORA_TERMINATION_LOG`` when set, else ``/dev/termination-log`` when it is writable.
@@ -147,6 +148,8 @@ def configure_runtime() -> None:
 def _exit_code(error: BaseException) -> int:
     if isinstance(error, PreemptionError):
         return contract.EXIT_PREEMPTED
+    if contract.transient_failure(error):
+        return contract.EXIT_TRANSIENT
     return contract.EXIT_INPUT_ERROR if isinstance(error, INPUT_ERRORS) else contract.EXIT_FAILED
 
 
