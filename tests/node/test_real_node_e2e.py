@@ -134,7 +134,7 @@ def test_a_toy_population_evolves_to_succeeded_on_the_real_node(
 
     folder = tmp_path / "best"
     folder.mkdir()
-    for name, data in s3_objects(node_s3, "nora/toy/best/").items():
+    for name, data in s3_objects(node_s3, f"nora/{ns}/toy/best/").items():  # <prefix>/<namespace>/<name>
         (folder / name).write_bytes(data)
     assert json.loads((folder / "best.json").read_text())["fitness"] == status["best"]["fitness"]
 
