@@ -24,7 +24,7 @@
 # pip's cache is a build cache mount that lives in ~/.cache/nora/buildah-tmp, so rebuilds reuse wheels.
 #
 # Storage: buildah's own store under NORA_BUILDAH_STORE (default /var/lib/nora-buildah/<driver>), driver
-# NORA_BUILDAH_DRIVER (default overlay: measured faster and smaller than vfs for the trainer image; see
+# NORA_BUILDAH_DRIVER (default overlay: vfs stores every layer as a full copy of the tree; see
 # tools/README.md); `buildah --root <store>/root rmi --prune` empties its layer cache. Needs root, buildah,
 # mmdebstrap and jq (tools/install-node-packages.sh).
 #
@@ -178,6 +178,7 @@ main() {
   # a build cut short leaves multi-GB temporary files; keep only the cache mounts and our pip.conf; the
   # OCI archives of earlier versions of this script are gone too
   find "$IMAGES_DIR" -maxdepth 1 -name 'nora-*.tar' ! -name 'nora-base-*' -delete
+  bah rm --all >/dev/null   # working containers (and their mounts) of a build that failed or was cut short
   find "$TMPDIR" -mindepth 1 -maxdepth 1 ! -name buildah-cache ! -name pip.conf -exec rm -rf {} +
   for name in "${todo[@]}"; do
     local start=$SECONDS
