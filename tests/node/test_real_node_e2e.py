@@ -113,6 +113,10 @@ def test_the_operator_runs_in_cluster_with_its_service_account(
     container = spec["containers"][0]
     assert container["imagePullPolicy"] == "Never"
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    rollout = node_kubectl(
+        "-n", SYSTEM, "rollout", "status", f"deploy/{RELEASE}", "--timeout=60s", timeout=90
+    )
+    assert "successfully rolled out" in rollout.stdout, rollout.stdout  # the README's install step
     logs = node_kubectl("logs", "-n", SYSTEM, f"deploy/{RELEASE}").stdout
     assert "Traceback" not in logs, logs
 
