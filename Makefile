@@ -39,13 +39,13 @@ lint: venv
 	$(BIN)/python -m nora.api.crd --check
 	$(BIN)/python tools/chart_values_table.py --check
 
-## test: everything CI runs: set-up, lint, unit + integration + e2e tests
-test: venv tools lint
+## test: everything CI runs: set-up, images, lint, unit + integration + e2e + real-node tests
+test: venv tools images lint
 	$(BIN)/python -m pytest
 
-## test-node: the real-node tier (root; containerd, kubelet, the images from `make images`)
+## test-node: the real-node tier alone (root; containerd, kubelet, the images from `make images`)
 test-node: venv tools images
-	$(BIN)/python -m pytest -o addopts="-ra --strict-markers" tests/node
+	$(BIN)/python -m pytest tests/node
 
 ## unit: the fast tier only
 unit: venv

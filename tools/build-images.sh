@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Build the project's images with buildah (no Docker engine, no registry needed) and keep each as an OCI
-# archive in ~/.cache/nora/images, which the real-node tests (tests/node) import into containerd:
+# Build the project's images with buildah (no Docker engine, no registry needed) and keep each in an OCI
+# image layout folder under ~/.cache/nora/images/<name>, which the real-node tests (tests/node) import into
+# containerd:
 #
 #   nora-operator   operator/Dockerfile         localhost/nora-operator:<key>
 #   nora-trainer    trainer_image/Dockerfile    localhost/nora-trainer:<key>
 #   nora-pause      the Pod sandbox image: FROM scratch + the static tools/pause program (user 65535)
 #
 # <key> hashes what an image depends on: its Dockerfile, constraints.txt, pyproject.toml, README.md, every
-# file under src/ and the base image. An archive whose key is current is not rebuilt, so a warm run does
-# nothing; a new archive replaces the older ones of the same image.
+# file under src/ and the base image. An image whose key is already in its layout folder is not rebuilt,
+# so a warm run does nothing.
+#
+# Layers: buildah builds with --layers in a store that persists (below), so a Dockerfile step whose inputs
+# did not change is taken from the cache. The Dockerfiles put the dependencies in one multi-GB layer keyed
+# by the base, constraints.txt and pyproject.toml's dependency lists, and the project in a thin layer on
+# top: a change under src/ rebuilds only the thin layer, and the push writes only its blob into the layout
+# folder (the blobs already there are reused). The folder then keeps only the newest reference and the
+# blobs it needs.
 #
 # Base: the Dockerfiles' pinned python slim image when the registry answers; otherwise (as here) a Debian
 # bookworm root filesystem with Python 3.11 and venv made by mmdebstrap (its tar is cached too), passed as
@@ -16,10 +24,11 @@
 # pip's cache is a build cache mount that lives in ~/.cache/nora/buildah-tmp, so rebuilds reuse wheels.
 #
 # Storage: buildah's own store under NORA_BUILDAH_STORE (default /var/lib/nora-buildah/<driver>), driver
-# NORA_BUILDAH_DRIVER (default overlay: measured faster and smaller than vfs for the trainer image; see
-# tools/README.md). Needs root, buildah and mmdebstrap (tools/install-node-packages.sh).
+# NORA_BUILDAH_DRIVER (default overlay: vfs stores every layer as a full copy of the tree; see
+# tools/README.md); `buildah --root <store>/root rmi --prune` empties its layer cache. Needs root, buildah,
+# mmdebstrap and jq (tools/install-node-packages.sh).
 #
-# Usage: bash tools/build-images.sh [--list]   (--list prints "name reference archive" lines and exits)
+# Usage: bash tools/build-images.sh [--list]   (--list prints "name reference layout-folder" lines and exits)
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -63,17 +72,35 @@ reference() {  # <name>
   esac
 }
 
-archive() { echo "$IMAGES_DIR/$1-${2##*:}.tar"; }  # <name> <reference>
+layout() { echo "$IMAGES_DIR/$1"; }  # <name>: the image's OCI layout folder
 
-save() {  # <name> <reference>: write the OCI archive (replacing older ones), then drop the image
-  local dest tmp
-  dest="$(archive "$1" "$2")"; tmp="$dest.tmp"
-  rm -f "$tmp"
-  bah push --quiet --disable-compression "$2" "oci-archive:$tmp:$2"
-  find "$IMAGES_DIR" -maxdepth 1 -name "$1-*.tar" ! -name "$(basename "$dest")" -delete
-  mv "$tmp" "$dest"   # an archive cut short never looks finished
-  bah rmi --force "$2" >/dev/null
-  log "$2 -> $dest ($(du -m "$dest" | cut -f1) MiB)"
+ref_name() { echo '.annotations["org.opencontainers.image.ref.name"]'; }
+
+is_current() {  # <name> <reference>: the layout folder holds this reference
+  local index; index="$(layout "$1")/index.json"
+  [ -s "$index" ] && jq -e --arg ref "$2" "any(.manifests[]; $(ref_name) == \$ref)" "$index" >/dev/null
+}
+
+prune_layout() {  # <folder> <reference>: keep only this reference in index.json and the blobs it needs
+  local dir="$1" ref="$2" manifest keep blob
+  jq --arg ref "$ref" ".manifests |= map(select($(ref_name) == \$ref))" "$dir/index.json" > "$dir/index.new"
+  mv "$dir/index.new" "$dir/index.json"
+  manifest="$(jq -r '.manifests[0].digest' "$dir/index.json")"
+  keep="$(printf '%s\n' "$manifest"; jq -r '.config.digest, .layers[].digest' "$dir/blobs/${manifest/://}")"
+  for blob in "$dir"/blobs/sha256/*; do
+    grep -qx "sha256:${blob##*/}" <<<"$keep" || rm -f "$blob"
+  done
+}
+
+save() {  # <name> <reference>: push into the layout folder, prune it, untag older builds in buildah's store
+  local dir old
+  dir="$(layout "$1")"
+  bah push --quiet --disable-compression "$2" "oci:$dir:$2"
+  prune_layout "$dir" "$2"
+  bah images --noheading --format '{{.Name}}:{{.Tag}}' | { grep "^localhost/$1:" || true; } | while read -r old; do
+    [ "$old" = "$2" ] || bah rmi "$old" >/dev/null
+  done
+  log "$2 -> $dir ($(du -sm "$dir" | cut -f1) MiB)"
 }
 
 build_pause() {
@@ -129,26 +156,29 @@ host_ca_args() {  # a CA bundle the host's pip is told to trust (a TLS-intercept
 
 build_dockerfile() {  # <name> <reference> <build args...>
   local name="$1" ref="$2"; shift 2
-  bah bud --quiet --format oci --layers=false -f "$REPO_ROOT/${DOCKERFILES[$name]}" -t "$ref" "$@" \
+  bah bud --quiet --format oci --layers -f "$REPO_ROOT/${DOCKERFILES[$name]}" -t "$ref" "$@" \
     "$REPO_ROOT" >/dev/null
 }
 
 main() {
   local names=(nora-pause nora-operator nora-trainer) name ref todo=() args=() have_args=0
   if [ "${1:-}" = "--list" ]; then
-    for name in "${names[@]}"; do ref="$(reference "$name")"; echo "$name $ref $(archive "$name" "$ref")"; done
+    for name in "${names[@]}"; do echo "$name $(reference "$name") $(layout "$name")"; done
     return 0
   fi
   for name in "${names[@]}"; do
     ref="$(reference "$name")"
-    if [ -s "$(archive "$name" "$ref")" ]; then log "$ref is current (nothing to do)"; else todo+=("$name"); fi
+    if is_current "$name" "$ref"; then log "$ref is current (nothing to do)"; else todo+=("$name"); fi
   done
   [ "${#todo[@]}" -gt 0 ] || return 0
   [ -x "$NORA_BIN/pause-$PAUSE_VERSION" ] || { echo "error: run bash tools/build-tools.sh first" >&2; exit 1; }
   mkdir -p "$IMAGES_DIR" "$TMPDIR" "$STORE"
   exec 7>"$NORA_CACHE/.images.lock"
   flock 7   # one build at a time
-  # a build cut short leaves multi-GB temporary files; keep only the cache mounts and our pip.conf
+  # a build cut short leaves multi-GB temporary files; keep only the cache mounts and our pip.conf; the
+  # OCI archives of earlier versions of this script are gone too
+  find "$IMAGES_DIR" -maxdepth 1 -name 'nora-*.tar' ! -name 'nora-base-*' -delete
+  bah rm --all >/dev/null   # working containers (and their mounts) of a build that failed or was cut short
   find "$TMPDIR" -mindepth 1 -maxdepth 1 ! -name buildah-cache ! -name pip.conf -exec rm -rf {} +
   for name in "${todo[@]}"; do
     local start=$SECONDS

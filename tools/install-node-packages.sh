@@ -10,7 +10,7 @@
 # Usage: bash tools/install-node-packages.sh [--list]   (--list prints the packages and exits)
 set -euo pipefail
 
-PACKAGES=(containerd runc containernetworking-plugins buildah mmdebstrap iptables conntrack)
+PACKAGES=(containerd runc containernetworking-plugins buildah mmdebstrap iptables conntrack jq)
 
 log() { printf '[install-node-packages] %s\n' "$*"; }
 

@@ -14,11 +14,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import controlplane, node, s3
+from tests.support import controlplane, node, nodechart, s3
 from tests.support.binaries import REPO_ROOT, require
 from tests.support.controlplane import ControlPlane, PlaneOptions, Processes
 from tests.support.fixtures import Kubectl
 from tests.support.node import NodeSite, RealNode
+from tests.support.nodechart import InstalledOperator
 
 COMMANDS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "ip", "iptables", "kubectl")
 SET_UP = "make tools images  (tools/install-node-packages.sh, build-tools.sh, build-images.sh)"
@@ -101,3 +102,17 @@ def node_kubectl(node_plane: ControlPlane) -> Kubectl:
     return Kubectl(
         node_plane.kubeconfig, node_plane.workdir / "kubectl-cache", os.environ.get("KUBECTL", "kubectl")
     )
+
+
+@pytest.fixture(scope="session")
+def node_operator(
+    real_node: RealNode, node_plane: ControlPlane, node_kubectl: Kubectl, node_s3: s3.S3Server
+) -> Iterator[InstalledOperator]:
+    """The chart installed with the node's operator image, its Pod Ready, and a restricted namespace with
+    the S3 Secret, shared by every test module of the tier (uninstalled at the end)."""
+    try:
+        installed = nodechart.install(real_node, node_plane, node_kubectl, node_s3)
+    except Exception as exc:
+        pytest.fail(f"helm install of the operator failed: {exc}\n{real_node.describe()}", pytrace=False)
+    yield installed
+    nodechart.uninstall(node_plane)

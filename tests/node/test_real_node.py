@@ -66,6 +66,7 @@ def test_the_node_is_ready_and_advertises_gpus(real_node: RealNode) -> None:
     addresses = {a["type"]: a["address"] for a in status["addresses"]}
     assert addresses["InternalIP"] == real_node.network.host_ip
     assert status["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+    print(f"\nnode start: {json.dumps({k: round(v, 1) for k, v in real_node.timings.items()})}")
 
 
 def test_a_restricted_pod_reaches_the_apiserver_in_cluster_and_kubectl_logs_shows_it(

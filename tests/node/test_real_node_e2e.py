@@ -17,9 +17,6 @@ Deleting a Population removes its Jobs and Pods.
 from __future__ import annotations
 
 import json
-import secrets
-import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,20 +30,16 @@ from tests.integration.test_operator_support import (
     jobs_of,
     population,
     s3_objects,
-    s3_secret,
 )
-from tests.support.binaries import REPO_ROOT, require
-from tests.support.controlplane import ControlPlane
 from tests.support.fixtures import Kubectl
 from tests.support.kubeapi import JSON, KubeHTTP
 from tests.support.node import RealNode
+from tests.support.nodechart import RELEASE, SYSTEM, InstalledOperator, ToyUris, upload_toy
 from tests.support.s3 import S3Server
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.node, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(3600)]
 
-RELEASE, SYSTEM = "nora", "nora-system"
-RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
 TRAINING = {
     "method": "irpo",
     "samplesPerPrompt": 2,
@@ -62,51 +55,14 @@ TRAINING = {
 
 @dataclass(frozen=True)
 class Cluster:
-    """The installed chart and the namespace the Populations run in."""
+    """The installed chart, the namespace the Populations run in, and the toy model's local folder."""
 
     namespace: str
     model: Path
     operator_pod: JSON
 
 
-def _helm(plane: ControlPlane, *args: str) -> None:
-    argv = [str(require("helm")["helm"]), f"--kubeconfig={plane.kubeconfig}", *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, f"helm {' '.join(args)}:\n{proc.stderr}{proc.stdout}"
-
-
-def _upload_toy(s3: S3Server, folder: Path) -> tuple[Path, dict[str, str]]:
-    """Build the toy model and data (cached) and upload them; return the model folder and the URIs."""
-    from nora.toy.data import write_dataset
-    from nora.toy.model import build_toy_model
-
-    model = build_toy_model(folder / "model")
-    data = folder / "data"
-    write_dataset(data)
-    client = s3.client()
-    for path in sorted(p for p in model.rglob("*") if p.is_file()):
-        client.upload_file(str(path), s3.bucket, f"toy/model/{path.relative_to(model)}")
-    for split in ("train", "eval"):
-        client.upload_file(str(data / f"{split}.jsonl"), s3.bucket, f"toy/data/{split}.jsonl")
-    uris = {
-        "model": f"s3://{s3.bucket}/toy/model/",
-        "train": f"s3://{s3.bucket}/toy/data/train.jsonl",
-        "eval": f"s3://{s3.bucket}/toy/data/eval.jsonl",
-    }
-    return model, uris
-
-
-def _operator_pod(api: KubeHTTP) -> JSON | None:
-    pods = api.get(f"/api/v1/namespaces/{SYSTEM}/pods")["items"]
-    ready = [
-        p
-        for p in pods
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
-    ]
-    return ready[0] if ready else None
-
-
-def _manifest(name: str, ns: str, s3: S3Server, uris: dict[str, str], image: str, memory: str) -> str:
+def _manifest(name: str, ns: str, s3: S3Server, uris: ToyUris, image: str, memory: str) -> str:
     return population(
         name,
         ns,
@@ -117,8 +73,8 @@ def _manifest(name: str, ns: str, s3: S3Server, uris: dict[str, str], image: str
         parallelism=2,
         retries={"backoffLimit": 1},
         training=TRAINING,
-        baseModel={"uri": uris["model"]},
-        dataset={"train": uris["train"], "eval": uris["eval"]},
+        baseModel={"uri": uris.model},
+        dataset={"train": uris.train, "eval": uris.eval},
         template={
             "image": image,
             "env": [{"name": "NORA_NUM_THREADS", "value": "1"}],
@@ -130,38 +86,18 @@ def _manifest(name: str, ns: str, s3: S3Server, uris: dict[str, str], image: str
 @pytest.fixture(scope="module")
 def cluster(
     real_node: RealNode,
-    node_plane: ControlPlane,
+    node_operator: InstalledOperator,
     node_kubectl: Kubectl,
     node_s3: S3Server,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Cluster]:
-    operator = real_node.images["nora-operator"].reference
-    repository, tag = operator.rsplit(":", 1)
-    _helm(
-        node_plane,
-        "install", RELEASE, str(REPO_ROOT / "helm" / "nora"), "--namespace", SYSTEM, "--create-namespace",
-        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        "--set", "image.pullPolicy=Never", "--set", "operator.jobTTLSeconds=600",
-    )  # fmt: skip
-    api = real_node.api
-    pod = wait_for(
-        lambda: _operator_pod(api),
-        timeout=300,
-        what="operator Pod Ready",
-        interval=1,
-        on_timeout=real_node.describe,
-    )
-    namespace = f"evolve-{secrets.token_hex(3)}"
-    node_kubectl("create", "namespace", namespace)
-    node_kubectl("label", "namespace", namespace, RESTRICTED)
-    s3_secret(api, namespace, node_s3)
-    model, uris = _upload_toy(node_s3, tmp_path_factory.mktemp("toy"))
+) -> Cluster:
+    namespace = node_operator.namespace
+    uris = upload_toy(node_s3, tmp_path_factory.mktemp("toy"), "toy")
     trainer = real_node.images["nora-trainer"].reference
     for name, memory in (("toy", "3Gi"), ("starved", "64Mi")):
         manifest = _manifest(name, namespace, node_s3, uris, trainer, memory)
         node_kubectl("apply", "-f", "-", stdin=manifest)
-    yield Cluster(namespace=namespace, model=model, operator_pod=pod)
-    _helm(node_plane, "uninstall", RELEASE, "--namespace", SYSTEM)
+    return Cluster(namespace=namespace, model=uris.folder, operator_pod=node_operator.operator_pod)
 
 
 def _phase(api: KubeHTTP, ns: str, name: str) -> str | None:
@@ -177,6 +113,10 @@ def test_the_operator_runs_in_cluster_with_its_service_account(
     container = spec["containers"][0]
     assert container["imagePullPolicy"] == "Never"
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    rollout = node_kubectl(
+        "-n", SYSTEM, "rollout", "status", f"deploy/{RELEASE}", "--timeout=60s", timeout=90
+    )
+    assert "successfully rolled out" in rollout.stdout, rollout.stdout  # the README's install step
     logs = node_kubectl("logs", "-n", SYSTEM, f"deploy/{RELEASE}").stdout
     assert "Traceback" not in logs, logs
 
@@ -198,7 +138,7 @@ def test_a_toy_population_evolves_to_succeeded_on_the_real_node(
 
     folder = tmp_path / "best"
     folder.mkdir()
-    for name, data in s3_objects(node_s3, "nora/toy/best/").items():
+    for name, data in s3_objects(node_s3, f"nora/{ns}/toy/best/").items():  # <prefix>/<namespace>/<name>
         (folder / name).write_bytes(data)
     assert json.loads((folder / "best.json").read_text())["fitness"] == status["best"]["fitness"]
 

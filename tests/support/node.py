@@ -3,12 +3,13 @@
 :func:`start_node` makes a pod bridge on a private /24 that exists only on this machine (no
 masquerading, no route out of the Pods: they reach the host's apiserver and S3 server on the bridge's
 own address, and the Service range through kube-proxy), starts containerd with its own root, state and
-socket, imports the project's images (tools/build-images.sh), then starts the kubelet, kube-proxy and
+socket (its root, which holds the images, persists in ~/.cache/nora/containerd/<version>), imports what it
+lacks of the project's images (tests/support/nodeimages.py), then starts the kubelet, kube-proxy and
 kube-scheduler against a control plane started with ``PlaneOptions(real_node=True)`` on that address.
 The Node advertises ``nvidia.com/gpu`` as an extended resource. :meth:`RealNode.stop` removes the Pods,
-stops every process by PID, runs ``kube-proxy --cleanup`` (its iptables rules), unmounts what is
-mounted under the node's folder and deletes the bridge. One real node runs per machine at a time (a lock
-file); a second session waits for the first.
+removes their containers from containerd, stops every process by PID, runs ``kube-proxy --cleanup`` (its
+iptables rules), unmounts what is mounted under the node's folder and deletes the bridge. One real node
+runs per machine at a time (a lock file); a second session waits for the first.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ import ipaddress
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from tests.support import nodeconfig
+from tests.support import nodeconfig, nodeimages
+from tests.support.binaries import bin_dir
 from tests.support.controlplane import ControlPlane, Processes, free_port
 from tests.support.kubeapi import KubeHTTP
 from tests.support.nodeconfig import NodeLayout, NodeNetwork
+from tests.support.nodeimages import NodeImage
 from tests.support.procs import ManagedProcess
 from tests.support.waiting import wait_for
 
@@ -42,15 +44,6 @@ KUBELET_CHAINS = {
     "nat": ("KUBE-KUBELET-CANARY",),
     "mangle": ("KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT"),
 }
-
-
-@dataclass(frozen=True)
-class NodeImage:
-    """One image of tools/build-images.sh: its name, reference in containerd and OCI archive."""
-
-    name: str
-    reference: str
-    archive: Path
 
 
 def run(*argv: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -80,13 +73,19 @@ def make_bridge(network: NodeNetwork) -> None:
 
 
 def node_images(repo_root: Path) -> list[NodeImage]:
-    """The images tools/build-images.sh builds (``--list``), which must exist as archives."""
+    """The images tools/build-images.sh builds (``--list``), which must be built."""
     listing = run("bash", str(repo_root / "tools" / "build-images.sh"), "--list").stdout
-    images = [NodeImage(n, r, Path(a)) for n, r, a in (line.split() for line in listing.splitlines())]
-    missing = [str(image.archive) for image in images if not image.archive.is_file()]
+    images = nodeimages.listed_images(listing)
+    missing = [image.reference for image in images if not image.built]
     if missing:
         raise RuntimeError(f"images not built: {missing}; run `make images` (bash tools/build-images.sh)")
     return images
+
+
+def containerd_store() -> Path:
+    """containerd's persistent root for this containerd version, under NORA_CACHE (~/.cache/nora)."""
+    version = run("containerd", "--version").stdout.split()[2]
+    return bin_dir().parent / "containerd" / version.replace("~", "-")
 
 
 @dataclass(frozen=True)
@@ -134,18 +133,30 @@ class RealNode:
         """The imported images by name (nora-operator, nora-trainer, nora-pause)."""
         return self.site.images
 
+    @property
+    def ctr_argv(self) -> list[str]:
+        """``ctr`` against this node's containerd, namespace k8s.io."""
+        return ["ctr", "--address", str(self.layout.containerd_socket), "--namespace", "k8s.io"]
+
     def ctr(self, *args: str, timeout: float = 600) -> str:
-        """Run ``ctr`` against this node's containerd (namespace k8s.io); return its output."""
-        sock = str(self.layout.containerd_socket)
-        return run("ctr", "--address", sock, "--namespace", "k8s.io", *args, timeout=timeout).stdout
+        """Run ``ctr`` against this node's containerd; return its output."""
+        return run(*self.ctr_argv, *args, timeout=timeout).stdout
+
+    def remove_containers(self) -> int:
+        """Delete every container (and its snapshot) containerd holds; return how many there were."""
+        names = self.ctr("containers", "ls", "-q").split()
+        for name in names:
+            self.ctr("containers", "rm", name)
+        return len(names)
 
     def describe(self, lines: int = 30) -> str:
         """Log tails of the node's processes, for failure reports."""
         return self.procs.describe(lines)
 
     def stop(self) -> None:
-        """Remove the Pods, stop everything by PID, clean up mounts and iptables rules and delete the
-        image store (the control plane is still up; NodeSite.release deletes the bridge afterwards)."""
+        """Remove the Pods and their containers, stop everything by PID, clean up mounts and iptables rules
+        (the control plane is still up; NodeSite.release deletes the bridge afterwards). containerd's root
+        with the images stays for the next run."""
         with contextlib.suppress(Exception):
             self._drain()
         self.procs.stop()
@@ -153,7 +164,7 @@ class RealNode:
         run(str(self.binaries["kube-proxy"]), "--cleanup", check=False)
         _remove_kubelet_chains()
         _unmount_below(self.layout.root)
-        shutil.rmtree(self.layout.root / "containerd" / "root", ignore_errors=True)  # GBs of image layers
+        _unmount_below(self.layout.containerd_root)
 
     def _drain(self, timeout: float = 90) -> None:
         """Delete every workload and Pod (grace 0) and wait until containerd runs no task."""
@@ -166,6 +177,7 @@ class RealNode:
             meta = pod["metadata"]
             self.api.delete(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", grace_seconds=0)
         wait_for(lambda: not self.ctr("tasks", "ls", "-q").strip(), timeout=timeout, what="no tasks left")
+        self.remove_containers()
 
     def _stop_shims(self) -> None:
         """SIGKILL the runc shims that this node's containerd started (found by its socket address)."""
@@ -233,15 +245,10 @@ def start_containerd(node: RealNode, sandbox_image: str) -> None:
         return bool(node.ctr("version", timeout=10))
 
     wait_for(ready, timeout=60, what="containerd", interval=0.25, on_timeout=proc.describe)
-
-
-def import_images(node: RealNode) -> None:
-    """Import every image archive into containerd's k8s.io namespace."""
-    for image in node.images.values():
-        base_name = image.reference.rsplit(":", 1)[0]
-        node.ctr("images", "import", f"--base-name={base_name}", str(image.archive), timeout=900)
-        if image.reference not in node.ctr("images", "ls", "-q"):
-            raise RuntimeError(f"{image.archive} did not import as {image.reference}")
+    if node.remove_containers():  # a run that ended without clean-up left them in the persistent root
+        proc.stop()
+        proc.start()  # the CRI plugin reloads its sandboxes and containers (now none) on start
+        wait_for(ready, timeout=60, what="containerd restarted", interval=0.25, on_timeout=proc.describe)
 
 
 def start_kubelet(node: RealNode, kubeconfig: Path) -> None:
@@ -313,8 +320,9 @@ def start_node(node: RealNode, plane: ControlPlane) -> RealNode:
     """Start containerd, import the images, then kubelet, kube-proxy and scheduler; wait until Ready."""
     began = time.monotonic()
     start_containerd(node, node.images["nora-pause"].reference)
-    import_images(node)
+    sent = nodeimages.import_images(list(node.images.values()), node.ctr, node.ctr_argv)
     node.timings["image import"] = time.monotonic() - began
+    node.timings["image bytes imported"] = float(sum(sent.values()))
     for start in (start_kubelet, start_kube_proxy, start_scheduler):
         start(node, plane.kubeconfig)
     wait_for(
@@ -340,4 +348,5 @@ def prepare(workdir: Path, repo_root: Path) -> NodeSite:
     except Exception:
         lock.close()
         raise
-    return NodeSite(network=network, layout=NodeLayout(workdir), images=images, lock=lock)
+    layout = NodeLayout(workdir, containerd_store())
+    return NodeSite(network=network, layout=layout, images=images, lock=lock)

