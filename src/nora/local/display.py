@@ -11,6 +11,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from nora.api.status import HistoryRow
+from nora.evolution import ledger
+from nora.evolution.records import origin_text
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -95,3 +99,14 @@ class LineDisplay:
 def display_for(stream: TextIO) -> Display:
     """A live panel on a terminal, plain lines otherwise."""
     return LiveDisplay() if stream.isatty() else LineDisplay(stream)
+
+
+def generation_line(generation: ledger.GenerationRecord, row: HistoryRow, verdict: str) -> str:
+    """A finished generation for people: best and mean fitness, and where the best genome came from."""
+    if row.best_genome is None:
+        return f"generation {row.generation}: no genome scored ({verdict})"
+    origin = origin_text(generation.plan(row.best_genome))
+    return (
+        f"generation {row.generation}: best {row.best:.4f} ({row.best_genome}, {origin}), "
+        f"mean {row.mean:.4f} ({verdict})"
+    )

@@ -26,10 +26,10 @@ from nora.evolution import breeding, contract, heldout, ledger, retraining, run_
 from nora.evolution.genome_store import download_folder
 from nora.evolution.layout import adapter_owner, best_key, task_key
 from nora.evolution.planning import GenerationPlan
-from nora.evolution.records import GenomePlan, GenomeResult, origin_text, summarize
+from nora.evolution.records import GenomePlan, GenomeResult, summarize
 from nora.evolution.strategies.plans import plan_generation
 from nora.evolution.tasks import genome_task
-from nora.local.display import Display, Snapshot
+from nora.local.display import Display, Snapshot, generation_line
 from nora.local.executor import (
     TEST_SCORE_COMMAND,
     Executor,
@@ -44,17 +44,6 @@ from nora.storage import LocalStore
 POLL_SECONDS = 0.2
 TRANSIENT_BASE_SECONDS = 1.0
 TRANSIENT_CAP_SECONDS = 60.0
-
-
-def generation_line(generation: ledger.GenerationRecord, row: HistoryRow, verdict: str) -> str:
-    """A finished generation for people: best and mean fitness, and where the best genome came from."""
-    if row.best_genome is None:
-        return f"generation {row.generation}: no genome scored ({verdict})"
-    origin = origin_text(generation.plan(row.best_genome))
-    return (
-        f"generation {row.generation}: best {row.best:.4f} ({row.best_genome}, {origin}), "
-        f"mean {row.mean:.4f} ({verdict})"
-    )
 
 
 class RunError(RuntimeError):
