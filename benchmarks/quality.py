@@ -14,7 +14,9 @@ that fitness uses), so picking the best genome on the eval split does not flatte
 Each finished (seed, method) cell is appended to a CSV (``benchmarks/results/quality.csv``; commit it);
 a rerun skips finished cells and resumes half-finished runs, so the benchmark can be continued across
 sessions. The table gives each method's mean, the 95% confidence interval of its per-seed paired difference
-against the default NoRA run, and its compute (tokens sampled, trained on, generated for fitness).
+against the default NoRA run, and its compute (tokens sampled, trained on, generated for fitness); two
+lines under it give NoRA against the best equal-compute alternative and gradient-free evolution against
+the best seed, each with its paired 95% interval.
 
     python benchmarks/quality.py                 # 5 seeds (hours on 2 cores; resumable)
     python benchmarks/quality.py --table         # print the table and plot of the CSV so far
@@ -52,6 +54,8 @@ from quality_methods import (
 from quality_table import FIELDS, print_table
 
 DEFAULT_NORA = "NoRA (svd)"
+EQUAL_COMPUTE = ("single IRPO", "random search", "PBT")
+COMPARISONS = ((DEFAULT_NORA, EQUAL_COMPUTE), ("gradient-free from seeds", ("best seed",)))
 CROSSOVERS = ("svd", "nora", "linear", "ties")
 RESULTS = Path(__file__).parent / "results" / "quality.csv"
 
@@ -189,7 +193,7 @@ def main() -> None:
                 for name, method in group.items():
                     if (str(seed), name) not in done_cells(path):
                         append(path, run_cell(setup, budget, name, method))
-    print_table(path, DEFAULT_NORA, path.with_suffix(".png"))
+    print_table(path, DEFAULT_NORA, path.with_suffix(".png"), COMPARISONS)
 
 
 if __name__ == "__main__":

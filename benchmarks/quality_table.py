@@ -55,12 +55,34 @@ def paired_interval(ours: dict[str, float], theirs: dict[str, float]) -> tuple[f
     return statistics.mean(differences), half, len(differences)
 
 
+def best_of(accuracy: dict[str, dict[str, float]], candidates: tuple[str, ...]) -> str | None:
+    """The candidate with the highest mean accuracy (None when none has run)."""
+    present = [name for name in candidates if accuracy.get(name)]
+    return max(present, key=lambda name: statistics.mean(accuracy[name].values()), default=None)
+
+
+def headline(accuracy: dict[str, dict[str, float]], ours: str, theirs: str | None) -> str:
+    """One line: ``ours - theirs`` (paired, 95% CI) or why it cannot be given yet."""
+    interval = paired_interval(accuracy.get(ours, {}), accuracy.get(theirs, {})) if theirs else None
+    if theirs is None or interval is None:
+        return f"{ours} - {theirs or 'its comparison'}: fewer than 2 common seeds so far"
+    mean, half, n = interval
+    return f"{ours} - {theirs}: {mean:+.3f} ± {half:.3f} (95% CI, {n} seeds)"
+
+
 def _tokens(rows: dict[str, dict[str, str]], field: str) -> str:
     return f"{statistics.mean(int(r[field]) for r in rows.values()) / 1000:.0f}k"
 
 
-def print_table(path: Path, reference: str, plot: Path | None = None) -> None:
-    """Print the Markdown table of ``path`` (differences against ``reference``) and save the plot."""
+def print_table(
+    path: Path,
+    reference: str,
+    plot: Path | None = None,
+    comparisons: tuple[tuple[str, tuple[str, ...]], ...] = (),
+) -> None:
+    """Print the Markdown table of ``path`` (differences against ``reference``), then for each
+    ``(method, candidates)`` of ``comparisons`` the method against the best of its candidates, and save
+    the plot."""
     table = by_method(read_rows(path))
     accuracy = {m: {s: float(r["test_accuracy"]) for s, r in rows.items()} for m, rows in table.items()}
     print(f"\n{path}: test accuracy; delta = paired difference against {reference} (95% CI)")
@@ -73,6 +95,8 @@ def print_table(path: Path, reference: str, plot: Path | None = None) -> None:
         runs = statistics.mean(int(r["trainer_runs"]) for r in rows.values())
         tokens = " | ".join(_tokens(rows, f) for f in ("sampled_tokens", "trained_tokens", "eval_tokens"))
         print(f"| {method} | {len(rows)} | {mean:.3f} | {delta} | {tokens} | {runs:.0f} |")
+    for method, candidates in comparisons:
+        print(headline(accuracy, method, best_of(accuracy, candidates)))
     if plot is not None and table:
         save_plot(accuracy, plot)
         print(f"plot: {plot}")

@@ -1,0 +1,50 @@
+"""The quality benchmark's statistics: paired intervals and the comparison against the best alternative."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def table() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("quality_table", ROOT / "benchmarks" / "quality_table.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_interval_uses_common_seeds_and_student_t(table: ModuleType) -> None:
+    ours = {"0": 0.80, "1": 0.70, "2": 0.75, "9": 0.10}
+    theirs = {"0": 0.78, "1": 0.69, "2": 0.71}
+    mean, half, n = table.paired_interval(ours, theirs)
+    assert n == 3
+    assert mean == pytest.approx((0.02 + 0.01 + 0.04) / 3)
+    sd = math.sqrt(((0.02 - mean) ** 2 + (0.01 - mean) ** 2 + (0.04 - mean) ** 2) / 2)
+    assert half == pytest.approx(4.303 * sd / math.sqrt(3))
+
+
+def test_paired_interval_needs_two_seeds(table: ModuleType) -> None:
+    assert table.paired_interval({"0": 0.8}, {"0": 0.7, "1": 0.6}) is None
+
+
+def test_best_of_picks_the_highest_mean_among_those_that_ran(table: ModuleType) -> None:
+    accuracy = {"a": {"0": 0.6, "1": 0.7}, "b": {"0": 0.8}, "c": {}}
+    assert table.best_of(accuracy, ("a", "b", "c", "missing")) == "b"
+    assert table.best_of(accuracy, ("c", "missing")) is None
+
+
+def test_headline_states_the_difference_or_why_not(table: ModuleType) -> None:
+    accuracy = {"ours": {"0": 0.8, "1": 0.9}, "theirs": {"0": 0.7, "1": 0.7}, "lonely": {"0": 0.5}}
+    assert table.headline(accuracy, "ours", "theirs").startswith("ours - theirs: +0.150 ± ")
+    assert "(95% CI, 2 seeds)" in table.headline(accuracy, "ours", "theirs")
+    assert "fewer than 2 common seeds" in table.headline(accuracy, "ours", "lonely")
+    assert "fewer than 2 common seeds" in table.headline(accuracy, "ours", None)
