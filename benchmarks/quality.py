@@ -21,6 +21,7 @@ the best seed, each with its paired 95% interval.
     python benchmarks/quality.py                 # 5 seeds (hours on 2 cores; resumable)
     python benchmarks/quality.py --table         # print the table and plot of the CSV so far
     python benchmarks/quality.py --quick         # tiny budgets, one seed, its own CSV (a few minutes)
+    python benchmarks/quality.py --methods PBT --seeds 0 1   # some cells only (one process per run folder)
 """
 
 from __future__ import annotations
@@ -180,9 +181,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny budgets, one seed, its own CSV")
     parser.add_argument("--table", action="store_true", help="only print the table and plot of the CSV")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--methods", nargs="+", default=None, help="only these methods (default: all)")
     parser.add_argument("--work", type=Path, default=Path("runs/quality"))
     parser.add_argument("--csv", type=Path, default=None, help=f"results file (default {RESULTS})")
     args = parser.parse_args()
+    known = [name for group in GROUPS for name in group]
+    if args.methods and set(args.methods) - set(known):
+        parser.error(f"--methods: unknown {sorted(set(args.methods) - set(known))}; choose from {known}")
     work = args.work.resolve() / ("quick" if args.quick else "full")
     budget, seeds = (QUICK, args.seeds[:1]) if args.quick else (FULL, args.seeds)
     path = args.csv or (work / "quality.csv" if args.quick else RESULTS)
@@ -191,7 +196,8 @@ def main() -> None:
             for seed in seeds:
                 setup = setup_seed(seed, budget, work)
                 for name, method in group.items():
-                    if (str(seed), name) not in done_cells(path):
+                    wanted = args.methods is None or name in args.methods
+                    if wanted and (str(seed), name) not in done_cells(path):
                         append(path, run_cell(setup, budget, name, method))
     print_table(path, DEFAULT_NORA, path.with_suffix(".png"), COMPARISONS)
 

@@ -29,8 +29,8 @@ METHODS = {
 }
 
 
-def _bench(tmp_path: Path, results: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--quick"]
+def _bench(tmp_path: Path, results: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--quick", *extra]
     command += ["--work", str(tmp_path / "work"), "--csv", str(results)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     return subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800, env=env)
@@ -53,3 +53,10 @@ def test_quick_benchmark_fills_every_cell_and_resumes(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     assert "cell:" not in second.stdout
     assert len(results.read_text().splitlines()) == len(rows) + 1
+
+
+def test_unknown_method_is_refused_naming_the_option(tmp_path: Path) -> None:
+    refused = _bench(tmp_path, tmp_path / "quality.csv", "--methods", "NoRA (svd)", "best of all")
+    assert refused.returncode == 2
+    assert "--methods: unknown ['best of all']" in refused.stderr
+    assert not (tmp_path / "quality.csv").exists()
