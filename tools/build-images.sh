@@ -29,6 +29,7 @@
 # mmdebstrap and jq (tools/install-node-packages.sh).
 #
 # Usage: bash tools/build-images.sh [--list]   (--list prints "name reference layout-folder" lines and exits)
+# NORA_IMAGES="nora-trainer" builds (or lists) only the images named (default: all three).
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -161,7 +162,8 @@ build_dockerfile() {  # <name> <reference> <build args...>
 }
 
 main() {
-  local names=(nora-pause nora-operator nora-trainer) name ref todo=() args=() have_args=0
+  local names name ref todo=() args=() have_args=0
+  read -ra names <<< "${NORA_IMAGES:-nora-pause nora-operator nora-trainer}"
   if [ "${1:-}" = "--list" ]; then
     for name in "${names[@]}"; do echo "$name $(reference "$name") $(layout "$name")"; done
     return 0
