@@ -164,6 +164,12 @@ build_dockerfile() {  # <name> <reference> <build args...>
 main() {
   local names name ref todo=() args=() have_args=0
   read -ra names <<< "${NORA_IMAGES:-nora-pause nora-operator nora-trainer}"
+  for name in "${names[@]}"; do
+    case "$name" in
+      nora-pause | nora-operator | nora-trainer) ;;
+      *) echo "error: NORA_IMAGES: unknown image '$name' (choose from nora-pause nora-operator nora-trainer)" >&2; exit 2 ;;
+    esac
+  done
   if [ "${1:-}" = "--list" ]; then
     for name in "${names[@]}"; do echo "$name $(reference "$name") $(layout "$name")"; done
     return 0
