@@ -60,7 +60,7 @@ def run(
         run_dir=run_dir,
         workers=workers or population.spec.parallelism,
         gpus=_prepare_torch(),
-        cpus=os.cpu_count() or 1,
+        cpus=len(os.sched_getaffinity(0)),
         resolve=ToyResolver(toy_cache_root() / "resolved"),
     )
     display = display_for(sys.stderr)
