@@ -7,7 +7,8 @@ that fitness uses), so picking the best genome on the eval split does not flatte
 * base model; single-adapter iterated IRPO given the NoRA run's trainer budget (more prompts and steps per
   iteration); random search (K iterated-IRPO runs, learning rate and NLL weight drawn from NoRA's gene
   ranges, best on eval); PBT (no crossover: copy a winner, perturb its genes); NoRA with each crossover
-  (``nora``, ``linear``, ``svd``, ``ties``); the top-3 majority-vote ensemble of the default NoRA run;
+  (``nora``, ``linear``, ``svd``, ``ties``), and ``svd`` with a prompt window per genome
+  (``training.promptWindows: genome``); the top-3 majority-vote ensemble of the default NoRA run;
   gradient-free evolution (``training.method: none``) from the default run's generation-0 adapters,
   against the best of those seed adapters.
 
@@ -128,6 +129,7 @@ GROUPS: tuple[dict[str, Method], ...] = (
     {"random search": random_search, "PBT": pbt},
     {f"NoRA ({c})": _crossover_method(c) for c in CROSSOVERS[1:]},
     {"best seed": _best_seed, "gradient-free from seeds": _free},
+    {"NoRA (svd, own windows)": lambda s, b: evolve(s, b, "svd", windows="genome")},
 )
 
 

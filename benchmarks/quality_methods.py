@@ -240,12 +240,14 @@ def run_population(setup: Setup, name: str, spec: dict[str, Any]) -> Outcome:
     return Outcome(adapters, float(best["fitness"]), total_compute(metrics), note=str(best.get("genome")))
 
 
-def evolve(setup: Setup, budget: Budget, crossover: str) -> Outcome:
-    """NoRA evolution with one crossover method."""
+def evolve(setup: Setup, budget: Budget, crossover: str, windows: str = "generation") -> Outcome:
+    """NoRA evolution with one crossover method; ``windows: genome`` gives each genome its own prompts."""
     spec = population_spec(setup, budget, {"method": crossover, "temperature": 0.1}, "irpo")
     if crossover == "ties":  # element-wise on factors: equal ranks only
         spec["mutation"].update(rankGrowProbability=0.0, rankShrinkProbability=0.0)
-    return run_population(setup, f"nora-{crossover}", spec)
+    spec["training"]["promptWindows"] = windows
+    suffix = "" if windows == "generation" else f"-{windows}-windows"
+    return run_population(setup, f"nora-{crossover}{suffix}", spec)
 
 
 def pbt(setup: Setup, budget: Budget) -> Outcome:

@@ -171,3 +171,11 @@ def test_each_generation_trains_on_the_next_window_of_prompts() -> None:
     questions = [[r.question for r in prompt_window(rows, 2, g)] for g in range(4)]
     assert questions == [["q0", "q1"], ["q2", "q3"], ["q4", "q0"], ["q1", "q2"]]
     assert prompt_window(rows, 9, 3) == rows  # more prompts than rows: all of them
+
+
+def test_a_genome_samples_on_its_own_train_window_when_the_task_names_one(tmp_path: Path) -> None:
+    generations_window = load_job(str(write_task(tmp_path, task_dict(tmp_path, generation=2))))
+    own_window = load_job(str(write_task(tmp_path, task_dict(tmp_path, generation=2, trainWindow=9))))
+    assert (generations_window.window, own_window.window) == (2, 9)
+    with pytest.raises(TrainerInputError, match="trainWindow"):
+        load_job(str(write_task(tmp_path, task_dict(tmp_path, trainWindow=-1))))

@@ -208,6 +208,11 @@ class TrainingSpec(ApiModel):
     rotate_eval: bool = False
     """Generation ``g`` is scored on ``evalPrompts`` eval rows from row ``g * evalPrompts`` on (wrapping
     around the file) instead of the first ones, so no generation is picked on rows an earlier one was."""
+    prompt_windows: Literal["generation", "genome"] = "generation"
+    """Which ``maxPrompts`` train rows a genome samples on: ``generation`` gives every genome of generation
+    ``g`` the same window (rows from ``g * maxPrompts`` on, wrapping around); ``genome`` gives genome ``i``
+    of generation ``g`` its own window ``g * populationSize + i``, so siblings learn from different prompts
+    and a crossover merges adapters trained on different data."""
 
 
 GENE_FIELDS = ("learning_rate", "beta", "nll_weight", "temperature")

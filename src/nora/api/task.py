@@ -52,6 +52,9 @@ class GenomeTask(ApiModel):
     fitness: FitnessSpec = Field(default_factory=FitnessSpec)
     hyperparameters: dict[str, float] = Field(default_factory=dict)
     output: str
+    train_window: Annotated[int, Field(ge=0)] | None = None
+    """The train rows to sample on: ``maxPrompts`` rows from ``trainWindow * maxPrompts`` on, wrapping
+    around the file (default: the generation's window)."""
 
     def effective_training(self) -> TrainingSpec:
         """``training`` with the hyperparameter genes applied (``learningRate`` or ``learning_rate``)."""

@@ -57,4 +57,12 @@ def genome_task(
         fitness=spec.fitness,
         hyperparameters=dict(plan.hyperparameters),
         output=key_uri(output_key(spec.storage.prefix, population, plan.generation, plan.id)),
+        train_window=train_window(spec, plan),
     )
+
+
+def train_window(spec: PopulationSpec, plan: GenomePlan) -> int:
+    """The genome's train window: its generation's, or its own with ``training.promptWindows: genome``."""
+    if spec.training.prompt_windows == "genome":
+        return plan.generation * spec.population_size + plan.index
+    return plan.generation

@@ -100,21 +100,21 @@ def load_split(uri: str, split: str, limit: int | None = None) -> list[Example]:
     raise TrainerInputError(f"{uri}: empty file; the {split} split needs at least one row")
 
 
-def prompt_window(rows: Sequence[Example], count: int, generation: int) -> list[Example]:
-    """The ``count`` training rows of generation ``generation``: a window that moves by ``count`` rows
-    per generation and wraps around, so successive generations (IRPO iterations) train on new prompts.
+def prompt_window(rows: Sequence[Example], count: int, window: int) -> list[Example]:
+    """The ``count`` rows of window ``window``: windows move by ``count`` rows and wrap around, so
+    successive generations (IRPO iterations), or genomes with windows of their own, see new prompts.
 
     Args:
-        rows: the whole train split.
-        count: prompts per genome (``training.maxPrompts``).
-        generation: the genome's generation (0 takes the first ``count`` rows).
+        rows: the whole split.
+        count: prompts per genome (``training.maxPrompts``, or ``evalPrompts`` when rotating eval).
+        window: the window's number (0 takes the first ``count`` rows).
 
     Returns:
         ``min(count, len(rows))`` rows, in file order from the window's start.
     """
     if count >= len(rows):
         return list(rows)
-    start = (generation * count) % len(rows)
+    start = (window * count) % len(rows)
     return [rows[(start + offset) % len(rows)] for offset in range(count)]
 
 

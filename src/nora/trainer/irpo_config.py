@@ -217,6 +217,12 @@ class TrainerJob:
     output: str
     irpo: IrpoConfig
     hyperparameters: dict[str, float] = field(default_factory=dict)
+    train_window: int | None = None
+
+    @property
+    def window(self) -> int:
+        """The train window this genome samples on (``train_window``, else its generation's)."""
+        return self.generation if self.train_window is None else self.train_window
 
     def __post_init__(self) -> None:
         _require(bool(self.genome), "genome", "must not be empty", self.genome)
@@ -268,4 +274,5 @@ def job_from_task(task: GenomeTask) -> TrainerJob:
         output=task.output,
         irpo=irpo,
         hyperparameters=dict(task.hyperparameters),
+        train_window=task.train_window,
     )

@@ -118,7 +118,7 @@ def _load(state: _State) -> None:
     state.eval_rows = eval_rows(job)
     if job.irpo.trains:
         every_row = load_split(job.train_uri, "train")
-        state.train_rows = prompt_window(every_row, job.irpo.max_prompts, job.generation)
+        state.train_rows = prompt_window(every_row, job.irpo.max_prompts, job.window)
     source = models.resolve_model(job.base_model.uri)
     state.tokenizer = models.load_tokenizer(source, job.base_model)
     base = models.load_base_model(source, job.base_model)
