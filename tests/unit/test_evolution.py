@@ -188,9 +188,9 @@ def test_genome_task_points_at_the_store_and_carries_genes() -> None:
     assert fresh.adapter.uri is None
 
 
-@pytest.mark.parametrize(("windows", "expected"), [("generation", [1] * 5), ("genome", [7, 8, 9, 10, 11])])
+@pytest.mark.parametrize(("windows", "expected"), [("generation", [None] * 5), ("genome", [7, 8, 9, 10, 11])])
 def test_siblings_share_their_generations_train_window_unless_each_has_its_own(
-    windows: str, expected: list[int]
+    windows: str, expected: list[int | None]
 ) -> None:
     spec = make_spec(training={"promptWindows": windows})
     plan = plan_next(spec, POP, 1, scored(plan_initial(spec, POP), [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]))

@@ -61,8 +61,9 @@ def genome_task(
     )
 
 
-def train_window(spec: PopulationSpec, plan: GenomePlan) -> int:
-    """The genome's train window: its generation's, or its own with ``training.promptWindows: genome``."""
+def train_window(spec: PopulationSpec, plan: GenomePlan) -> int | None:
+    """The genome's own train window with ``training.promptWindows: genome``; else ``None``, which the
+    trainer reads as its generation's window (and keeps ``genome.json`` as it was before the field)."""
     if spec.training.prompt_windows == "genome":
         return plan.generation * spec.population_size + plan.index
-    return plan.generation
+    return None
