@@ -12,12 +12,14 @@ that fitness uses), so picking the best genome on the eval split does not flatte
   gradient-free evolution (``training.method: none``) from the default run's generation-0 adapters,
   against the best of those seed adapters.
 
-Each finished (seed, method) cell is appended to a CSV (``benchmarks/results/quality.csv``; commit it);
-a rerun skips finished cells and resumes half-finished runs, so the benchmark can be continued across
-sessions. The table gives each method's mean, the 95% confidence interval of its per-seed paired difference
-against the default NoRA run, and its compute (tokens sampled, trained on, generated for fitness); two
-lines under it give NoRA against the best equal-compute alternative and gradient-free evolution against
-the best seed, each with its paired 95% interval.
+Each finished (seed, method) cell is appended to a CSV (``benchmarks/results/quality.csv``; commit it)
+with the build of the toy model it ran on (its weights' digest: other CPUs pre-train other weights); a
+rerun skips the cells finished on the same build and resumes half-finished runs, so the benchmark can be
+continued across sessions, and rows are paired only within a build. The table (one per build) gives
+each method's mean, the 95% confidence interval of its per-seed paired difference against the default
+NoRA run, and its compute (tokens sampled, trained on, generated for fitness); two lines under it give
+NoRA against the best equal-compute alternative and gradient-free evolution against the best seed, each
+with its paired 95% interval.
 
     python benchmarks/quality.py                 # 5 seeds (hours on 2 cores; resumable)
     python benchmarks/quality.py --table         # print the table and plot of the CSV so far
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import hashlib
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -68,9 +71,15 @@ def setup_seed(seed: int, budget: Budget, work: Path) -> Setup:
     if not (data / "test.jsonl").exists():
         write_dataset(data, seed=seed, n_eval=budget.eval_prompts, n_test=budget.test_prompts)
     model = build_toy_model(work / "model", seed=0)
-    return Setup(
-        seed, model, data / "train.jsonl", data / "eval.jsonl", data / "test.jsonl", work / f"seed{seed}"
-    )
+    files = (data / "train.jsonl", data / "eval.jsonl", data / "test.jsonl")
+    return Setup(seed, model, *files, work / f"seed{seed}", model_digest(model))
+
+
+def model_digest(model: Path) -> str:
+    """The first 12 hex digits of the SHA-256 of the toy model's weights: its build. The pre-training is
+    deterministic on one machine, but other CPUs round differently and pre-train other weights, so cells
+    are paired, and skipped as done, only within one build."""
+    return hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()[:12]
 
 
 def trainer_runs(budget: Budget) -> int:
@@ -152,16 +161,16 @@ def run_cell(setup: Setup, budget: Budget, name: str, method: Method) -> dict[st
     c = outcome.compute
     minutes = (datetime.datetime.now(datetime.UTC) - started).total_seconds() / 60
     values = [setup.seed, name, f"{test:.4f}", f"{outcome.fitness:.4f}", c.sampled, c.trained, c.evaluated]
-    values += [c.steps, c.runs, score.rows, f"{minutes:.1f}", outcome.note, _commit()]
+    values += [c.steps, c.runs, score.rows, f"{minutes:.1f}", outcome.note, _commit(), setup.toy_model]
     return dict(zip(FIELDS, map(str, values), strict=True))
 
 
-def done_cells(path: Path) -> set[tuple[str, str]]:
-    """(seed, method) pairs already in the CSV."""
+def done_cells(path: Path) -> set[tuple[str, str, str]]:
+    """(seed, method, toy model build) cells already in the CSV."""
     if not path.exists():
         return set()
     with path.open() as handle:
-        return {(row["seed"], row["method"]) for row in csv.DictReader(handle)}
+        return {(row["seed"], row["method"], row["toy_model"]) for row in csv.DictReader(handle)}
 
 
 def append(path: Path, row: dict[str, str]) -> None:
@@ -199,7 +208,7 @@ def main() -> None:
                 setup = setup_seed(seed, budget, work)
                 for name, method in group.items():
                     wanted = args.methods is None or name in args.methods
-                    if wanted and (str(seed), name) not in done_cells(path):
+                    if wanted and (str(seed), name, setup.toy_model) not in done_cells(path):
                         append(path, run_cell(setup, budget, name, method))
     print_table(path, DEFAULT_NORA, path.with_suffix(".png"), COMPARISONS)
 

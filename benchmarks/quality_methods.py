@@ -55,7 +55,7 @@ QUICK = Budget(
 
 @dataclass(frozen=True)
 class Setup:
-    """The files of one seed."""
+    """The files of one seed, and the build of the toy model (its weights' digest)."""
 
     seed: int
     model: Path
@@ -63,6 +63,7 @@ class Setup:
     eval: Path
     test: Path
     work: Path
+    toy_model: str
 
 
 @dataclass(frozen=True)

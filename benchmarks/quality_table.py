@@ -1,7 +1,9 @@
 """The quality table and plot of ``benchmarks/quality.py``'s CSV: mean, paired 95% CI, compute.
 
 For each method and each seed where both it and the reference ran, the difference of their test
-accuracies; the interval is ``mean +- t(0.975, n - 1) * sd / sqrt(n)`` over those seeds.
+accuracies; the interval is ``mean +- t(0.975, n - 1) * sd / sqrt(n)`` over those seeds. Rows are paired
+only within one build of the toy model (the ``toy_model`` column): the same code and seed pre-train
+different weights on different CPUs, and the methods' accuracies move with them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ FIELDS = [
     "minutes",
     "note",
     "commit",
+    "toy_model",
 ]
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
@@ -74,27 +77,48 @@ def _tokens(rows: dict[str, dict[str, str]], field: str) -> str:
     return f"{statistics.mean(int(r[field]) for r in rows.values()) / 1000:.0f}k"
 
 
+def by_build(rows: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
+    """Toy-model build -> its rows, in first-seen order."""
+    builds: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        builds.setdefault(row["toy_model"], []).append(row)
+    return builds
+
+
 def print_table(
     path: Path,
     reference: str,
     plot: Path | None = None,
     comparisons: tuple[tuple[str, tuple[str, ...]], ...] = (),
 ) -> None:
-    """Print the Markdown table of ``path`` (differences against ``reference``), then for each
-    ``(method, candidates)`` of ``comparisons`` the method against the best of its candidates, and save
-    the plot."""
-    table = by_method(read_rows(path))
-    accuracy = {m: {s: float(r["test_accuracy"]) for s, r in rows.items()} for m, rows in table.items()}
-    print(f"\n{path}: test accuracy; delta = paired difference against {reference} (95% CI)")
+    """Print one table per toy-model build of ``path`` (see :func:`print_build`); the plot of a build is
+    ``plot`` with the build's name appended to its stem."""
+    for build, rows in by_build(read_rows(path)).items():
+        print(f"\n{path}, toy model {build}: test accuracy; delta = paired difference against {reference}")
+        build_plot = None if plot is None else plot.with_name(f"{plot.stem}-{build}{plot.suffix}")
+        print_build(rows, reference, build_plot, comparisons)
+
+
+def print_build(
+    rows: list[dict[str, str]],
+    reference: str,
+    plot: Path | None,
+    comparisons: tuple[tuple[str, tuple[str, ...]], ...],
+) -> None:
+    """Print the Markdown table of one build's rows (differences against ``reference``, 95% CI), then for
+    each ``(method, candidates)`` of ``comparisons`` the method against the best of its candidates, and
+    save the plot."""
+    table = by_method(rows)
+    accuracy = {m: {s: float(r["test_accuracy"]) for s, r in cells.items()} for m, cells in table.items()}
     print("| method | seeds | test accuracy | delta vs reference | sampled | trained | eval tokens | runs |")
     print("|---|---|---|---|---|---|---|---|")
-    for method, rows in table.items():
+    for method, cells in table.items():
         interval = paired_interval(accuracy[method], accuracy.get(reference, {}))
         delta = "-" if interval is None or method == reference else f"{interval[0]:+.3f} ± {interval[1]:.3f}"
         mean = statistics.mean(accuracy[method].values())
-        runs = statistics.mean(int(r["trainer_runs"]) for r in rows.values())
-        tokens = " | ".join(_tokens(rows, f) for f in ("sampled_tokens", "trained_tokens", "eval_tokens"))
-        print(f"| {method} | {len(rows)} | {mean:.3f} | {delta} | {tokens} | {runs:.0f} |")
+        runs = statistics.mean(int(r["trainer_runs"]) for r in cells.values())
+        tokens = " | ".join(_tokens(cells, f) for f in ("sampled_tokens", "trained_tokens", "eval_tokens"))
+        print(f"| {method} | {len(cells)} | {mean:.3f} | {delta} | {tokens} | {runs:.0f} |")
     for method, candidates in comparisons:
         print(headline(accuracy, method, best_of(accuracy, candidates)))
     if plot is not None and table:

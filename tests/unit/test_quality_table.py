@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -41,3 +43,26 @@ def test_headline_states_the_difference_or_why_not(table: ModuleType) -> None:
     assert "(95% CI, 2 seeds)" in table.headline(accuracy, "ours", "theirs")
     assert "fewer than 2 common seeds" in table.headline(accuracy, "ours", "lonely")
     assert "fewer than 2 common seeds" in table.headline(accuracy, "ours", None)
+
+
+def test_rows_of_other_toy_model_builds_are_never_paired(
+    table: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "quality.csv"
+    cells = [("0", "ref", "0.70", "a"), ("1", "ref", "0.72", "a"), ("0", "alt", "0.75", "a")]
+    cells += [("1", "alt", "0.20", "b"), ("2", "alt", "0.30", "b")]
+    with results.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=table.FIELDS)
+        writer.writeheader()
+        for seed, method, accuracy, build in cells:
+            row = dict.fromkeys(table.FIELDS, "0") | {"seed": seed, "method": method}
+            writer.writerow(row | {"test_accuracy": accuracy, "toy_model": build})
+    assert [len(rows) for rows in table.by_build(table.read_rows(results)).values()] == [3, 2]
+    table.print_table(results, "ref", tmp_path / "quality.png", (("alt", ("ref",)),))
+    out = capsys.readouterr().out
+    assert "toy model a" in out
+    assert "toy model b" in out
+    assert "| alt | 1 | 0.750 | - |" in out  # one common seed with ref in build a: no interval
+    assert "| alt | 2 | 0.250 | - |" in out  # build b has no ref at all
+    assert (tmp_path / "quality-a.png").exists()
+    assert (tmp_path / "quality-b.png").exists()
