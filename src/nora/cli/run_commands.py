@@ -46,6 +46,14 @@ def _prepare_torch() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. under ``taskset`` or a cpuset), where
+    the platform tells; else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def run(
     manifest: Annotated[Path, typer.Argument(help="A Population manifest (the YAML kubectl apply takes).")],
     run_dir: RunDirOption = Path("runs/default"),
@@ -60,7 +68,7 @@ def run(
         run_dir=run_dir,
         workers=workers or population.spec.parallelism,
         gpus=_prepare_torch(),
-        cpus=len(os.sched_getaffinity(0)),
+        cpus=_usable_cpus(),
         resolve=ToyResolver(toy_cache_root() / "resolved"),
     )
     display = display_for(sys.stderr)
