@@ -162,13 +162,13 @@ build_dockerfile() {  # <name> <reference> <build args...>
 }
 
 main() {
-  local names name ref todo=() args=() have_args=0
-  read -ra names <<< "${NORA_IMAGES:-nora-pause nora-operator nora-trainer}"
+  local all="nora-pause nora-operator nora-trainer" names name ref todo=() args=() have_args=0
+  read -ra names <<< "${NORA_IMAGES:-$all}"
   for name in "${names[@]}"; do
-    case "$name" in
-      nora-pause | nora-operator | nora-trainer) ;;
-      *) echo "error: NORA_IMAGES: unknown image '$name' (choose from nora-pause nora-operator nora-trainer)" >&2; exit 2 ;;
-    esac
+    if [[ " $all " != *" $name "* ]]; then
+      echo "error: NORA_IMAGES: unknown image '$name' (choose from $all)" >&2
+      exit 2
+    fi
   done
   if [ "${1:-}" = "--list" ]; then
     for name in "${names[@]}"; do echo "$name $(reference "$name") $(layout "$name")"; done
