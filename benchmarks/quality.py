@@ -62,6 +62,7 @@ DEFAULT_NORA = "NoRA (svd)"
 EQUAL_COMPUTE = ("single IRPO", "random search", "PBT")
 COMPARISONS = ((DEFAULT_NORA, EQUAL_COMPUTE), ("gradient-free from seeds", ("best seed",)))
 CROSSOVERS = ("svd", "nora", "linear", "ties")
+MAGNITUDE_SIGMA = 0.3
 RESULTS = Path(__file__).parent / "results" / "quality.csv"
 
 
@@ -98,6 +99,9 @@ def _ensemble(setup: Setup, budget: Budget) -> Outcome:
     return Outcome(run.adapters[1:4], run.fitness, run.compute, note="top-3 genomes of NoRA (svd)")
 
 
+Method = Callable[[Setup, Budget], Outcome]
+
+
 def _seeds(setup: Setup) -> tuple[list[Path], list[float]]:
     import json
 
@@ -112,13 +116,13 @@ def _best_seed(setup: Setup, budget: Budget) -> Outcome:
     return Outcome((adapters[best],), fitness[best], Compute(), note="generation 0 of NoRA (svd)")
 
 
-def _free(setup: Setup, budget: Budget) -> Outcome:
-    evolve(setup, budget, "svd")
-    adapters, fitness = _seeds(setup)
-    return gradient_free(setup, budget, adapters, max(fitness))
+def _free(scale_sigma: float) -> Method:
+    def run(setup: Setup, budget: Budget) -> Outcome:
+        evolve(setup, budget, "svd")
+        adapters, fitness = _seeds(setup)
+        return gradient_free(setup, budget, adapters, max(fitness), scale_sigma)
 
-
-Method = Callable[[Setup, Budget], Outcome]
+    return run
 
 
 def _crossover_method(crossover: str) -> Method:
@@ -137,8 +141,12 @@ GROUPS: tuple[dict[str, Method], ...] = (
     },
     {"random search": random_search, "PBT": pbt},
     {f"NoRA ({c})": _crossover_method(c) for c in CROSSOVERS[1:]},
-    {"best seed": _best_seed, "gradient-free from seeds": _free},
+    {"best seed": _best_seed, "gradient-free from seeds": _free(0.0)},
     {"NoRA (svd, own windows)": lambda s, b: evolve(s, b, "svd", windows="genome")},
+    {
+        "NoRA (svd, magnitude gene)": lambda s, b: evolve(s, b, "svd", scale_sigma=MAGNITUDE_SIGMA),
+        "gradient-free, magnitude gene": _free(MAGNITUDE_SIGMA),
+    },
 )
 
 

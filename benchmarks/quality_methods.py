@@ -241,13 +241,18 @@ def run_population(setup: Setup, name: str, spec: dict[str, Any]) -> Outcome:
     return Outcome(adapters, float(best["fitness"]), total_compute(metrics), note=str(best.get("genome")))
 
 
-def evolve(setup: Setup, budget: Budget, crossover: str, windows: str = "generation") -> Outcome:
-    """NoRA evolution with one crossover method; ``windows: genome`` gives each genome its own prompts."""
+def evolve(
+    setup: Setup, budget: Budget, crossover: str, windows: str = "generation", scale_sigma: float = 0.0
+) -> Outcome:
+    """NoRA evolution with one crossover method; ``windows: genome`` gives each genome its own prompts,
+    ``scale_sigma`` turns on the magnitude gene (``mutation.scaleSigma``)."""
     spec = population_spec(setup, budget, {"method": crossover, "temperature": 0.1}, "irpo")
     if crossover == "ties":  # element-wise on factors: equal ranks only
         spec["mutation"].update(rankGrowProbability=0.0, rankShrinkProbability=0.0)
     spec["training"]["promptWindows"] = windows
+    spec["mutation"]["scaleSigma"] = scale_sigma
     suffix = "" if windows == "generation" else f"-{windows}-windows"
+    suffix += f"-scale{scale_sigma:g}" if scale_sigma else ""
     return run_population(setup, f"nora-{crossover}{suffix}", spec)
 
 
@@ -259,13 +264,17 @@ def pbt(setup: Setup, budget: Budget) -> Outcome:
     return run_population(setup, "pbt", spec)
 
 
-def gradient_free(setup: Setup, budget: Budget, seeds: list[Path], seed_fitness: float) -> Outcome:
-    """``training.method: none`` evolution from seed adapters (crossover, relative mutation, succession)."""
+def gradient_free(
+    setup: Setup, budget: Budget, seeds: list[Path], seed_fitness: float, scale_sigma: float = 0.0
+) -> Outcome:
+    """``training.method: none`` evolution from seed adapters (crossover, relative mutation, succession),
+    with the magnitude gene when ``scale_sigma`` is positive."""
     spec = population_spec(setup, budget, {"method": "svd", "temperature": 0.02}, "none")
     spec["populationSize"] = max(budget.population, len(seeds)) * 2
     spec["maxGenerations"] = budget.generations * 2
     spec["seedAdapters"] = [{"uri": path.as_uri()} for path in seeds]
     spec["mutation"] = {"sigma": 0.05, "geneProbability": 1.0, "maxRank": 16, "succession": {}}
+    spec["mutation"]["scaleSigma"] = scale_sigma
     spec["selection"] = {"method": "tournament", "survivors": 4, "elites": 2, "tournamentSize": 2}
-    outcome = run_population(setup, "free", spec)
+    outcome = run_population(setup, f"free-scale{scale_sigma:g}" if scale_sigma else "free", spec)
     return Outcome(outcome.adapters, outcome.fitness, outcome.compute, note=f"best seed fit {seed_fitness}")

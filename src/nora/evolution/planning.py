@@ -106,6 +106,7 @@ def mutation_spec(spec: PopulationSpec) -> MutationSpec:
         hyperparameter_probability=m.hyperparameter_probability,
         hyperparameter_bounds=dict(m.hyperparameters),
         relative_sigma=m.sigma_scale == "relative",
+        scale_sigma=m.scale_sigma,
     )
 
 

@@ -16,7 +16,11 @@ setting never shifts another's random stream):
    ``dL/dB[:, i]`` to ``A_i``), so we deviate deliberately.
 
 Rank changes keep the module's scale (``alpha`` moves with the rank), so only the dropped components
-change the update. Hyperparameter genes are multiplied by 0.8 or 1.2, or resampled within bounds
+change the update. Then, with ``scale_sigma``, the whole genome's update is multiplied by one log-normal
+factor ``exp(N(0, scale_sigma^2))`` (every module's ``B`` by the same factor): a magnitude gene. Merges
+average updates and gene noise is isotropic, so without it no operator changes how far an adapter moves
+from the base model; adapters trained for few steps point the right way but not far enough (see the README's
+quality section). Hyperparameter genes are multiplied by 0.8 or 1.2, or resampled within bounds
 (population-based training), and clipped to their bounds.
 """
 
@@ -51,6 +55,8 @@ class MutationSpec:
         max_rank: grows stop here; ``None`` is unbounded.
         hyperparameter_probability: per gene, chance of a change.
         hyperparameter_bounds: gene name to ``(low, high)``; genes outside are clipped into them.
+        relative_sigma: ``sigma`` in units of each factor's root-mean-square entry.
+        scale_sigma: standard deviation of the log of the genome-wide update factor (0 disables it).
     """
 
     sigma: float = 0.0
@@ -64,10 +70,12 @@ class MutationSpec:
     hyperparameter_probability: float = 0.0
     hyperparameter_bounds: Mapping[str, Bounds] = field(default_factory=dict)
     relative_sigma: bool = False
+    scale_sigma: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.sigma < 0:
-            raise GeneticsError(f"sigma: must be >= 0, got {self.sigma}")
+        for name in ("sigma", "scale_sigma"):
+            if getattr(self, name) < 0:
+                raise GeneticsError(f"{name}: must be >= 0, got {getattr(self, name)}")
         for name in (
             "gene_probability",
             "reset_probability",
@@ -200,8 +208,23 @@ def mutate_hyperparameters(
     return mutated
 
 
+def scale_update(genome: Genome, factor: float) -> Genome:
+    """``genome`` with every module's update multiplied by ``factor`` (``B`` scaled, ``A`` and alpha kept).
+
+    Args:
+        genome: the genome; it is not modified.
+        factor: the multiplier of ``dW`` (any real number; 1 returns equal factors).
+
+    Returns:
+        The scaled genome, in the input's dtype.
+    """
+    return genome.with_modules(
+        {name: LoraModule(m.a, (m.b.float() * factor).to(m.b.dtype), m.alpha) for name, m in genome.items()}
+    )
+
+
 def mutate(genome: Genome, spec: MutationSpec, generator: torch.Generator) -> Genome:
-    """Mutate every module (sorted name order) and then the hyperparameter genes.
+    """Mutate every module (sorted name order), then the update's magnitude, then the hyperparameter genes.
 
     Args:
         genome: the genome to mutate; it is not modified.
@@ -211,6 +234,10 @@ def mutate(genome: Genome, spec: MutationSpec, generator: torch.Generator) -> Ge
     Returns:
         The mutant, in the input's dtype.
     """
-    modules = {name: mutate_module(m, spec, generator, genome.use_rslora) for name, m in genome.items()}
-    genes = mutate_hyperparameters(genome.hyperparameters, spec, generator)
-    return genome.with_modules(modules).with_hyperparameters(genes)
+    mutant = genome.with_modules(
+        {name: mutate_module(m, spec, generator, genome.use_rslora) for name, m in genome.items()}
+    )
+    if spec.scale_sigma > 0:
+        draw = float(torch.randn((), dtype=torch.float64, generator=generator))
+        mutant = scale_update(mutant, math.exp(spec.scale_sigma * draw))
+    return mutant.with_hyperparameters(mutate_hyperparameters(genome.hyperparameters, spec, generator))
