@@ -250,9 +250,10 @@ def evolve(
     if crossover == "ties":  # element-wise on factors: equal ranks only
         spec["mutation"].update(rankGrowProbability=0.0, rankShrinkProbability=0.0)
     spec["training"]["promptWindows"] = windows
-    spec["mutation"]["scaleSigma"] = scale_sigma
     suffix = "" if windows == "generation" else f"-{windows}-windows"
-    suffix += f"-scale{scale_sigma:g}" if scale_sigma else ""
+    if scale_sigma:
+        spec["mutation"]["scaleSigma"] = scale_sigma
+        suffix += f"-scale{round(100 * scale_sigma)}"
     return run_population(setup, f"nora-{crossover}{suffix}", spec)
 
 
@@ -274,7 +275,10 @@ def gradient_free(
     spec["maxGenerations"] = budget.generations * 2
     spec["seedAdapters"] = [{"uri": path.as_uri()} for path in seeds]
     spec["mutation"] = {"sigma": 0.05, "geneProbability": 1.0, "maxRank": 16, "succession": {}}
-    spec["mutation"]["scaleSigma"] = scale_sigma
     spec["selection"] = {"method": "tournament", "survivors": 4, "elites": 2, "tournamentSize": 2}
-    outcome = run_population(setup, f"free-scale{scale_sigma:g}" if scale_sigma else "free", spec)
+    name = "free"
+    if scale_sigma:
+        spec["mutation"]["scaleSigma"] = scale_sigma
+        name += f"-scale{round(100 * scale_sigma)}"
+    outcome = run_population(setup, name, spec)
     return Outcome(outcome.adapters, outcome.fitness, outcome.compute, note=f"best seed fit {seed_fitness}")
