@@ -79,6 +79,7 @@ def test_a_valid_manifest_loads_with_defaults(tmp_path: Path) -> None:
             {"adapter": {"targetModules": ["q_proj", " "]}},
             "spec.adapter.targetModules: module names must not be empty",
         ),
+        ({"mutation": {"scaleSigma": -0.1}}, "spec.mutation.scaleSigma: Input should be greater than"),
         ({"workloadPriorityClassName": "high"}, "spec.workloadPriorityClassName: Kueue ranks only"),
         ({"modelCache": {}}, "spec.modelCache: set exactly one of storageClassName"),
         ({"modelCache": {"claimName": "m", "size": "lots"}}, "spec.modelCache.size: String should match"),

@@ -22,7 +22,7 @@ from nora.genetics.io import MANIFEST_FILE
 from nora.local.display import LineDisplay
 from nora.local.driver import LocalDriver, RunConfig, RunError, transient_delay
 from nora.local.executor import TEST_SCORE_COMMAND, Launch, Outcome
-from nora.local.state import STATE_FILE, load_state
+from nora.local.state import STATE_FILE, load_state, spec_digest
 from nora.storage import StoreError
 from tests.support import standin
 from tests.support.manifests import BASE_SPEC, population_manifest
@@ -165,6 +165,18 @@ def test_a_different_manifest_is_refused_and_more_generations_resume(tmp_path: P
         drive(tmp_path, FakeExecutor(), population(populationSize=5))
     longer = drive(tmp_path, FakeExecutor(), population(maxGenerations=4))
     assert (longer.phase, len(longer.history)) == ("Succeeded", 4)
+
+
+def test_fields_at_their_defaults_leave_the_run_digest_alone(tmp_path: Path) -> None:
+    state = drive(tmp_path, FakeExecutor())
+    spec = population().spec
+    assert spec.model_dump(mode="json", by_alias=True)["mutation"]["scaleSigma"] == 0.0
+    lean = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    assert "scaleSigma" not in lean["mutation"]  # so a version without the field digests alike
+    assert state.spec_digest == spec_digest(lean)
+    defaults = {"sigmaScale": "relative", "scaleSigma": 0.0}
+    again = drive(tmp_path, FakeExecutor(), population(mutation={**BASE_SPEC["mutation"], **defaults}))
+    assert again.phase == "Succeeded"
 
 
 def test_bad_input_is_never_retried(tmp_path: Path) -> None:

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from nora.genetics import MutationSpec, breed, crossover, make_generator, mutate, save_genome
 from nora.genetics.crossover import CrossoverSpec
 from nora.genetics.factors import component_energy
-from nora.genetics.mutation import grow_rank, mutate_hyperparameters, reset_component, shrink_rank
+from nora.genetics.mutation import (
+    grow_rank,
+    mutate_hyperparameters,
+    reset_component,
+    scale_update,
+    shrink_rank,
+)
 from tests.unit.factories import SHAPES, dense_update, random_genome
 
 Q = "model.layers.0.self_attn.q_proj"
@@ -127,11 +133,39 @@ def test_mutation_keeps_updates_finite_and_dtype() -> None:
     assert all(torch.isfinite(dense_update(mutant, n)).all() for n in SHAPES)
 
 
+def test_scale_update_multiplies_every_update_exactly() -> None:
+    genome = random_genome(5, rank=4)
+    scaled = scale_update(genome, -1.7)
+    for name in SHAPES:
+        assert torch.allclose(dense_update(scaled, name), -1.7 * dense_update(genome, name), atol=1e-6)
+        assert torch.equal(scaled.modules[name].a, genome.modules[name].a)
+
+
+def test_the_magnitude_gene_scales_the_whole_update_by_one_seeded_factor() -> None:
+    genome = random_genome(6, rank=4)
+    noisy = MutationSpec(sigma=0.01, gene_probability=0.5)
+    plain = mutate(genome, noisy, make_generator(2))
+    magnitude = MutationSpec(sigma=0.01, gene_probability=0.5, scale_sigma=0.5)
+    scaled = mutate(genome, magnitude, make_generator(2))
+    factors = {
+        float(scaled.modules[n].b.norm() / plain.modules[n].b.norm()) for n in SHAPES
+    }  # the same gene noise, then one factor for every module
+    assert max(factors) - min(factors) < 1e-5
+    assert abs(factors.pop() - 1.0) > 1e-3
+    for name in SHAPES:
+        assert torch.equal(scaled.modules[name].a, plain.modules[name].a)
+        assert torch.equal(
+            mutate(genome, magnitude, make_generator(2)).modules[name].b, scaled.modules[name].b
+        )
+
+
 def test_spec_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="gene_probability: must be a probability"):
         MutationSpec(gene_probability=1.5)
     with pytest.raises(ValueError, match="sigma: must be >= 0"):
         MutationSpec(sigma=-1)
+    with pytest.raises(ValueError, match="scale_sigma: must be >= 0"):
+        MutationSpec(scale_sigma=-0.1)
     with pytest.raises(ValueError, match=r"hyperparameter_bounds\.lr: low 2 exceeds high 1"):
         MutationSpec(hyperparameter_bounds={"lr": (2, 1)})
 

@@ -130,7 +130,7 @@ class LocalDriver:
         save_state(self.config.run_dir, state)
 
     def _initial_state(self) -> RunState:
-        digest = spec_digest(self.spec.to_json_dict())
+        digest = spec_digest(self.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True))
         existing = load_state(self.config.run_dir)
         if existing is None:
             return RunState(population=self.name, spec_digest=digest, phase="Running")

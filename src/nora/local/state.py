@@ -46,7 +46,11 @@ class RunState(PopulationRecord):
 
 
 def spec_digest(spec_json: Mapping[str, Any]) -> str:
-    """A digest of the spec fields that must not change between a run and its resumption."""
+    """A digest of the spec fields that must not change between a run and its resumption.
+
+    ``spec_json`` leaves out the fields at their defaults, so a later version that adds a field with a
+    default (which changes nothing) still resumes the run, and writing a default out changes nothing either.
+    """
     frozen = {k: v for k, v in spec_json.items() if k not in ("maxGenerations", "stopping", "parallelism")}
     return hashlib.sha256(json.dumps(frozen, sort_keys=True).encode()).hexdigest()
 
