@@ -50,6 +50,7 @@ from quality_methods import (
     Compute,
     Outcome,
     Setup,
+    best_scale_on_eval,
     evolve,
     gradient_free,
     iterated_irpo,
@@ -116,6 +117,19 @@ def _best_seed(setup: Setup, budget: Budget) -> Outcome:
     return Outcome((adapters[best],), fitness[best], Compute(), note="generation 0 of NoRA (svd)")
 
 
+def _best_seed_scaled(setup: Setup, budget: Budget) -> Outcome:
+    seed = _best_seed(setup, budget).adapters[0]
+    assert seed is not None
+    return best_scale_on_eval(setup, budget, seed, "best-seed")
+
+
+def _single_irpo_scaled(setup: Setup, budget: Budget) -> Outcome:
+    irpo = single_irpo(setup, budget)
+    assert irpo.adapters[0] is not None
+    scaled = best_scale_on_eval(setup, budget, irpo.adapters[0], "irpo")
+    return Outcome(scaled.adapters, scaled.fitness, irpo.compute + scaled.compute, note=scaled.note)
+
+
 def _free(scale_sigma: float) -> Method:
     def run(setup: Setup, budget: Budget) -> Outcome:
         evolve(setup, budget, "svd")
@@ -147,6 +161,7 @@ GROUPS: tuple[dict[str, Method], ...] = (
         "NoRA (svd, magnitude gene)": lambda s, b: evolve(s, b, "svd", scale_sigma=MAGNITUDE_SIGMA),
         "gradient-free, magnitude gene": _free(MAGNITUDE_SIGMA),
     },
+    {"best seed, scaled on eval": _best_seed_scaled, "single IRPO, scaled on eval": _single_irpo_scaled},
 )
 
 

@@ -19,9 +19,16 @@ from typing import Any
 import torch
 import yaml
 
+from nora.genetics import load_genome, save_genome
+from nora.genetics.mutation import scale_update
+from nora.trainer.data import load_split
+from nora.trainer.irpo_config import BaseModelRef, IrpoConfig
+from nora.trainer.testscore import score_adapters
+
 RANK = 8
 GENE_RANGES = {"learningRate": (2e-5, 2e-4), "nllWeight": (1.0, 8.0)}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+SCALES = (0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 
 
 @dataclass(frozen=True)
@@ -282,3 +289,18 @@ def gradient_free(
         name += f"-scale{round(100 * scale_sigma)}"
     outcome = run_population(setup, name, spec)
     return Outcome(outcome.adapters, outcome.fitness, outcome.compute, note=f"best seed fit {seed_fitness}")
+
+
+def best_scale_on_eval(setup: Setup, budget: Budget, adapter: Path, name: str) -> Outcome:
+    """A control for the magnitude gene: ``adapter``'s update times each of :data:`SCALES`, the factor
+    with the best accuracy on the eval rows fitness uses (a line search a user could run by hand)."""
+    folder = setup.work / f"scaled-{name}"
+    genome = load_genome(adapter)
+    rows = load_split(setup.eval.as_uri(), "eval", budget.eval_prompts)
+    base = BaseModelRef(uri=setup.model.as_uri())
+    candidates = [scale_update(genome, factor) for factor in SCALES]
+    score = score_adapters(base, candidates, rows, IrpoConfig(), ensemble=[])
+    best = max(range(len(SCALES)), key=lambda i: score.accuracy[i])
+    path = save_genome(candidates[best], folder / f"x{SCALES[best]:g}", overwrite=True)
+    spent = Compute(evaluated=score.tokens, runs=len(SCALES))
+    return Outcome((path,), score.accuracy[best], spent, note=f"scale {SCALES[best]:g}")

@@ -109,6 +109,13 @@ def test_crossover_probability_zero_gives_mutants_of_one_parent() -> None:
     assert all(len(order.parents) == 1 for order in plan.breeding)
 
 
+def test_breeding_orders_carry_the_magnitude_gene() -> None:
+    spec = make_spec(mutation={"scaleSigma": 0.3, "sigma": 0.0})
+    plan = plan_next(spec, POP, 1, scored(plan_initial(spec, POP), [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]))
+    assert {order.mutation.scale_sigma for order in plan.breeding if order.mutation} == {0.3}
+    assert all(order.mutation is not None for order in plan.breeding)
+
+
 def test_breeding_orders_write_identical_children_and_skip_finished_ones(tmp_path: Path) -> None:
     spec = make_spec(selection={"method": "truncation", "survivors": 3, "elites": 1})
     first = plan_initial(spec, POP)

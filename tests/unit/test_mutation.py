@@ -118,7 +118,7 @@ def test_same_seed_gives_byte_identical_mutants(tmp_path: Path) -> None:
 
 def test_breed_equals_mutate_of_crossover() -> None:
     parents = [random_genome(7, ranks={Q: 2}), random_genome(8, ranks={Q: 6})]
-    cross, mut = CrossoverSpec(method="nora"), MutationSpec(sigma=0.01, grow_probability=0.5)
+    cross, mut = CrossoverSpec(method="nora"), MutationSpec(sigma=0.01, grow_probability=0.5, scale_sigma=0.4)
     streamed = breed(parents, [0.1, 0.3], cross, mut, make_generator(1), make_generator(2))
     composed = mutate(crossover(parents, [0.1, 0.3], cross, make_generator(1)), mut, make_generator(2))
     for name in SHAPES:

@@ -12,7 +12,7 @@ import torch
 
 from nora.genetics.crossover import CrossoverSpec, child_hyperparameters, iter_crossover_modules
 from nora.genetics.genome import Genome
-from nora.genetics.mutation import MutationSpec, mutate_hyperparameters, mutate_module
+from nora.genetics.mutation import MutationSpec, mutate_hyperparameters, mutate_magnitude, mutate_module
 
 
 def breed(
@@ -43,7 +43,7 @@ def breed(
     }
     genes = child_hyperparameters(parents, fitness, crossover_spec)
     return Genome(
-        modules=modules,
+        modules=mutate_magnitude(modules, mutation_spec, mutation_generator),
         config=parents[0].config,
         hyperparameters=mutate_hyperparameters(genes, mutation_spec, mutation_generator),
         use_rslora=use_rslora,

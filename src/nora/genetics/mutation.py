@@ -208,6 +208,10 @@ def mutate_hyperparameters(
     return mutated
 
 
+def _scaled_module(module: LoraModule, factor: float) -> LoraModule:
+    return LoraModule(module.a, (module.b.float() * factor).to(module.b.dtype), module.alpha)
+
+
 def scale_update(genome: Genome, factor: float) -> Genome:
     """``genome`` with every module's update multiplied by ``factor`` (``B`` scaled, ``A`` and alpha kept).
 
@@ -218,9 +222,20 @@ def scale_update(genome: Genome, factor: float) -> Genome:
     Returns:
         The scaled genome, in the input's dtype.
     """
-    return genome.with_modules(
-        {name: LoraModule(m.a, (m.b.float() * factor).to(m.b.dtype), m.alpha) for name, m in genome.items()}
-    )
+    return genome.with_modules({name: _scaled_module(m, factor) for name, m in genome.items()})
+
+
+def mutate_magnitude(
+    modules: Mapping[str, LoraModule], spec: MutationSpec, generator: torch.Generator
+) -> dict[str, LoraModule]:
+    """The magnitude gene: every module's update times one factor ``exp(N(0, scale_sigma^2))``.
+
+    Nothing is drawn when ``scale_sigma`` is 0, so turning the gene off leaves every other draw as it was.
+    """
+    if spec.scale_sigma <= 0:
+        return dict(modules)
+    factor = math.exp(spec.scale_sigma * float(torch.randn((), dtype=torch.float64, generator=generator)))
+    return {name: _scaled_module(module, factor) for name, module in modules.items()}
 
 
 def mutate(genome: Genome, spec: MutationSpec, generator: torch.Generator) -> Genome:
@@ -234,10 +249,7 @@ def mutate(genome: Genome, spec: MutationSpec, generator: torch.Generator) -> Ge
     Returns:
         The mutant, in the input's dtype.
     """
-    mutant = genome.with_modules(
-        {name: mutate_module(m, spec, generator, genome.use_rslora) for name, m in genome.items()}
-    )
-    if spec.scale_sigma > 0:
-        draw = float(torch.randn((), dtype=torch.float64, generator=generator))
-        mutant = scale_update(mutant, math.exp(spec.scale_sigma * draw))
-    return mutant.with_hyperparameters(mutate_hyperparameters(genome.hyperparameters, spec, generator))
+    modules = {name: mutate_module(m, spec, generator, genome.use_rslora) for name, m in genome.items()}
+    modules = mutate_magnitude(modules, spec, generator)
+    genes = mutate_hyperparameters(genome.hyperparameters, spec, generator)
+    return genome.with_modules(modules).with_hyperparameters(genes)
