@@ -22,7 +22,7 @@ from nora.genetics.io import MANIFEST_FILE
 from nora.local.display import LineDisplay
 from nora.local.driver import LocalDriver, RunConfig, RunError, transient_delay
 from nora.local.executor import TEST_SCORE_COMMAND, Launch, Outcome
-from nora.local.state import STATE_FILE, load_state, spec_digest
+from nora.local.state import STATE_FILE, load_state, spec_changes
 from nora.storage import StoreError
 from tests.support import standin
 from tests.support.manifests import BASE_SPEC, population_manifest
@@ -167,16 +167,35 @@ def test_a_different_manifest_is_refused_and_more_generations_resume(tmp_path: P
     assert (longer.phase, len(longer.history)) == ("Succeeded", 4)
 
 
-def test_fields_at_their_defaults_leave_the_run_digest_alone(tmp_path: Path) -> None:
-    state = drive(tmp_path, FakeExecutor())
-    spec = population().spec
-    assert spec.model_dump(mode="json", by_alias=True)["mutation"]["scaleSigma"] == 0.0
-    lean = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-    assert "scaleSigma" not in lean["mutation"]  # so a version without the field digests alike
-    assert state.spec_digest == spec_digest(lean)
-    defaults = {"sigmaScale": "relative", "scaleSigma": 0.0}
-    again = drive(tmp_path, FakeExecutor(), population(mutation={**BASE_SPEC["mutation"], **defaults}))
-    assert again.phase == "Succeeded"
+def _edit_started_spec(run_dir: Path, mutation: dict[str, Any]) -> None:
+    """Rewrite the spec a run started with, as an older version of nora would have written it."""
+    path = run_dir / STATE_FILE
+    state = json.loads(path.read_text())
+    state["spec"]["mutation"] = mutation
+    path.write_text(json.dumps(state))
+
+
+def test_resuming_names_each_changed_field_and_tolerates_fields_added_since(tmp_path: Path) -> None:
+    drive(tmp_path, FakeExecutor())
+    with pytest.raises(RunError, match=r"spec\.populationSize: the run started with 4, the manifest gives 5"):
+        drive(tmp_path, FakeExecutor(), population(populationSize=5))
+    started = json.loads((tmp_path / STATE_FILE).read_text())["spec"]["mutation"]
+    _edit_started_spec(tmp_path, {k: v for k, v in started.items() if k != "scaleSigma"})
+    assert drive(tmp_path, FakeExecutor()).phase == "Succeeded"  # a field added later, at its default
+    _edit_started_spec(tmp_path, {**started, "scaleSigma": 0.5})
+    with pytest.raises(
+        RunError, match=r"spec\.mutation\.scaleSigma: the run started with 0\.5, the manifest gives 0\.0"
+    ):
+        drive(tmp_path, FakeExecutor())  # a default that changed between versions is a change
+
+
+def test_a_field_added_since_the_run_started_counts_once_it_is_set() -> None:
+    started = {"mutation": {"sigma": 0.1}, "maxGenerations": 3}
+    current = {"mutation": {"sigma": 0.1, "scaleSigma": 0.3}, "maxGenerations": 9}
+    assert spec_changes(started, current, {"maxGenerations": 9}) == []
+    assert spec_changes(started, current, {"mutation": {"scaleSigma": 0.3}}) == [
+        "spec.mutation.scaleSigma: the run started without it, the manifest gives 0.3"
+    ]
 
 
 def test_bad_input_is_never_retried(tmp_path: Path) -> None:

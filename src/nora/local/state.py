@@ -29,6 +29,8 @@ class RunState(PopulationRecord):
 
     population: str
     spec_digest: str
+    spec: dict[str, Any] | None = None
+    """The spec the run started with, every default written out (``None`` in runs from before it was kept)."""
     generations: list[GenerationRecord] = Field(default_factory=list)
 
     @property
@@ -45,14 +47,45 @@ class RunState(PopulationRecord):
         return PopulationRecord.model_validate(self.model_dump(include=set(PopulationRecord.model_fields)))
 
 
-def spec_digest(spec_json: Mapping[str, Any]) -> str:
-    """A digest of the spec fields that must not change between a run and its resumption.
+RESUMABLE_FIELDS = ("maxGenerations", "stopping", "parallelism")
+"""The spec fields that may change when a run is resumed."""
 
-    ``spec_json`` leaves out the fields at their defaults, so a later version that adds a field with a
-    default (which changes nothing) still resumes the run, and writing a default out changes nothing either.
-    """
-    frozen = {k: v for k, v in spec_json.items() if k not in ("maxGenerations", "stopping", "parallelism")}
+
+def spec_digest(spec_json: Mapping[str, Any]) -> str:
+    """A digest of the spec fields that must not change between a run and its resumption."""
+    frozen = {k: v for k, v in spec_json.items() if k not in RESUMABLE_FIELDS}
     return hashlib.sha256(json.dumps(frozen, sort_keys=True).encode()).hexdigest()
+
+
+def spec_changes(
+    started: Mapping[str, Any], current: Mapping[str, Any], explicit: Mapping[str, Any], path: str = "spec"
+) -> list[str]:
+    """The fields a manifest given to resume a run changes from the spec the run started with.
+
+    Args:
+        started: the run's spec, every default written out (:attr:`RunState.spec`).
+        current: the manifest's spec, every default written out.
+        explicit: the manifest's spec without the fields at their defaults: a field the run's version did
+            not have yet is no change while the manifest leaves it at its default. A default that changed
+            between versions is a change, so a resumed run never silently switches behaviour.
+        path: the field path of these mappings, for the messages.
+
+    Returns:
+        One message per changed field, naming it; empty when the run may resume.
+    """
+    changes = []
+    for key in sorted(set(started) | set(current)):
+        where, old, new = f"{path}.{key}", started.get(key), current.get(key)
+        if path == "spec" and key in RESUMABLE_FIELDS:
+            continue
+        if key not in started:
+            if key in explicit:
+                changes.append(f"{where}: the run started without it, the manifest gives {new!r}")
+        elif isinstance(old, Mapping) and isinstance(new, Mapping):
+            changes += spec_changes(old, new, explicit.get(key, {}), where)
+        elif old != new:
+            changes.append(f"{where}: the run started with {old!r}, the manifest gives {new!r}")
+    return changes
 
 
 def load_state(run_dir: Path) -> RunState | None:
