@@ -35,6 +35,7 @@ import datetime
 import hashlib
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from nora.genetics import load_genome
@@ -93,6 +94,13 @@ def single_irpo(setup: Setup, budget: Budget) -> Outcome:
     """Iterated IRPO on one adapter with the NoRA run's prompts and steps, spread over its generations."""
     scale = trainer_runs(budget) / budget.generations
     return iterated_irpo(setup, budget, "irpo", {}, scale)
+
+
+def deep_evolution(setup: Setup, budget: Budget) -> Outcome:
+    """NoRA (svd, magnitude gene) with the same trainer runs as population 2 (1 elite): a lineage about as
+    deep as single IRPO's, so depth against breadth is the only difference from the default shape."""
+    deep = replace(budget, population=2, generations=trainer_runs(budget) - 1)
+    return evolve(setup, deep, "svd", scale_sigma=MAGNITUDE_SIGMA, label=f"-p2x{deep.generations}")
 
 
 def _ensemble(setup: Setup, budget: Budget) -> Outcome:
@@ -162,6 +170,7 @@ GROUPS: tuple[dict[str, Method], ...] = (
         "gradient-free, magnitude gene": _free(MAGNITUDE_SIGMA),
     },
     {"best seed, scaled on eval": _best_seed_scaled, "single IRPO, scaled on eval": _single_irpo_scaled},
+    {"NoRA (svd, magnitude gene, population 2)": deep_evolution},
 )
 
 

@@ -249,10 +249,15 @@ def run_population(setup: Setup, name: str, spec: dict[str, Any]) -> Outcome:
 
 
 def evolve(
-    setup: Setup, budget: Budget, crossover: str, windows: str = "generation", scale_sigma: float = 0.0
+    setup: Setup,
+    budget: Budget,
+    crossover: str,
+    windows: str = "generation",
+    scale_sigma: float = 0.0,
+    label: str = "",
 ) -> Outcome:
     """NoRA evolution with one crossover method; ``windows: genome`` gives each genome its own prompts,
-    ``scale_sigma`` turns on the magnitude gene (``mutation.scaleSigma``)."""
+    ``scale_sigma`` turns on the magnitude gene (``mutation.scaleSigma``); ``label`` ends the run's name."""
     spec = population_spec(setup, budget, {"method": crossover, "temperature": 0.1}, "irpo")
     if crossover == "ties":  # element-wise on factors: equal ranks only
         spec["mutation"].update(rankGrowProbability=0.0, rankShrinkProbability=0.0)
@@ -261,7 +266,7 @@ def evolve(
     if scale_sigma:
         spec["mutation"]["scaleSigma"] = scale_sigma
         suffix += f"-scale{round(100 * scale_sigma)}"
-    return run_population(setup, f"nora-{crossover}{suffix}", spec)
+    return run_population(setup, f"nora-{crossover}{suffix}{label}", spec)
 
 
 def pbt(setup: Setup, budget: Budget) -> Outcome:
