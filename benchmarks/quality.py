@@ -60,9 +60,19 @@ from quality_methods import (
 )
 from quality_table import FIELDS, print_table
 
-DEFAULT_NORA = "NoRA (svd)"
+DEFAULT_NORA = "NoRA (svd, magnitude gene)"
+"""NoRA with its defaults since the magnitude gene (``mutation.scaleSigma: 0.3``) became one."""
+REFERENCES = (DEFAULT_NORA, "NoRA (svd)")
 EQUAL_COMPUTE = ("single IRPO", "random search", "PBT")
-COMPARISONS = ((DEFAULT_NORA, EQUAL_COMPUTE), ("gradient-free from seeds", ("best seed",)))
+FREE = "gradient-free, magnitude gene"
+COMPARISONS = (
+    (DEFAULT_NORA, EQUAL_COMPUTE),
+    (DEFAULT_NORA, ("NoRA (svd)",)),
+    ("NoRA (svd)", EQUAL_COMPUTE),
+    (FREE, ("best seed",)),
+    (FREE, ("best seed, scaled on eval",)),
+    ("gradient-free from seeds", ("best seed",)),
+)
 CROSSOVERS = ("svd", "nora", "linear", "ties")
 MAGNITUDE_SIGMA = 0.3
 RESULTS = Path(__file__).parent / "results" / "quality.csv"
@@ -157,7 +167,7 @@ def _crossover_method(crossover: str) -> Method:
 GROUPS: tuple[dict[str, Method], ...] = (
     {
         "base model": lambda s, b: Outcome((None,), float("nan"), Compute()),
-        DEFAULT_NORA: lambda s, b: evolve(s, b, "svd"),
+        "NoRA (svd)": lambda s, b: evolve(s, b, "svd"),
         "single IRPO": single_irpo,
         "top-3 ensemble": _ensemble,
     },
@@ -166,8 +176,8 @@ GROUPS: tuple[dict[str, Method], ...] = (
     {"best seed": _best_seed, "gradient-free from seeds": _free(0.0)},
     {"NoRA (svd, own windows)": lambda s, b: evolve(s, b, "svd", windows="genome")},
     {
-        "NoRA (svd, magnitude gene)": lambda s, b: evolve(s, b, "svd", scale_sigma=MAGNITUDE_SIGMA),
-        "gradient-free, magnitude gene": _free(MAGNITUDE_SIGMA),
+        DEFAULT_NORA: lambda s, b: evolve(s, b, "svd", scale_sigma=MAGNITUDE_SIGMA),
+        FREE: _free(MAGNITUDE_SIGMA),
     },
     {"best seed, scaled on eval": _best_seed_scaled, "single IRPO, scaled on eval": _single_irpo_scaled},
     {"NoRA (svd, magnitude gene, population 2)": deep_evolution},
@@ -242,7 +252,7 @@ def main() -> None:
                     wanted = args.methods is None or name in args.methods
                     if wanted and (str(seed), name, setup.toy_model) not in done_cells(path):
                         append(path, run_cell(setup, budget, name, method))
-    print_table(path, DEFAULT_NORA, path.with_suffix(".png"), COMPARISONS)
+    print_table(path, REFERENCES, path.with_suffix(".png"), COMPARISONS)
 
 
 if __name__ == "__main__":

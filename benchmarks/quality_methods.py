@@ -210,7 +210,8 @@ def random_search(setup: Setup, budget: Budget) -> Outcome:
 
 
 def population_spec(setup: Setup, budget: Budget, crossover: dict[str, Any], method: str) -> dict[str, Any]:
-    """The Population of a NoRA-style run; ``crossover`` and the training ``method`` vary."""
+    """The Population of a NoRA-style run; ``crossover`` and the training ``method`` vary. The magnitude gene
+    is off unless a method turns it on, so the cells run before it was the default stay comparable."""
     return {
         "baseModel": {"uri": setup.model.as_uri()},
         "dataset": {"train": setup.train.as_uri(), "eval": setup.eval.as_uri()},
@@ -224,6 +225,7 @@ def population_spec(setup: Setup, budget: Budget, crossover: dict[str, Any], met
             "rankShrinkProbability": 0.1,
             "maxRank": 16,
             "hyperparameters": {name: list(bounds) for name, bounds in GENE_RANGES.items()},
+            "scaleSigma": 0.0,
         },
         "adapter": {"initialRank": RANK, "alpha": 2 * RANK, "targetModules": TARGETS},
         "training": training(budget, budget.steps, budget.prompts, method),
@@ -286,7 +288,13 @@ def gradient_free(
     spec["populationSize"] = max(budget.population, len(seeds)) * 2
     spec["maxGenerations"] = budget.generations * 2
     spec["seedAdapters"] = [{"uri": path.as_uri()} for path in seeds]
-    spec["mutation"] = {"sigma": 0.05, "geneProbability": 1.0, "maxRank": 16, "succession": {}}
+    spec["mutation"] = {
+        "sigma": 0.05,
+        "geneProbability": 1.0,
+        "maxRank": 16,
+        "succession": {},
+        "scaleSigma": 0.0,
+    }
     spec["selection"] = {"method": "tournament", "survivors": 4, "elites": 2, "tournamentSize": 2}
     name = "free"
     if scale_sigma:

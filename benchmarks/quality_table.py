@@ -87,13 +87,16 @@ def by_build(rows: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
 
 def print_table(
     path: Path,
-    reference: str,
+    references: tuple[str, ...],
     plot: Path | None = None,
     comparisons: tuple[tuple[str, tuple[str, ...]], ...] = (),
 ) -> None:
-    """Print one table per toy-model build of ``path`` (see :func:`print_build`); the plot of a build is
-    ``plot`` with the build's name appended to its stem."""
+    """Print one table per toy-model build of ``path`` (see :func:`print_build`), against the first of
+    ``references`` the build has; the plot of a build is ``plot`` with the build's name appended to its
+    stem."""
     for build, rows in by_build(read_rows(path)).items():
+        methods = {row["method"] for row in rows}
+        reference = next((name for name in references if name in methods), references[0])
         print(f"\n{path}, toy model {build}: test accuracy; delta = paired difference against {reference}")
         build_plot = None if plot is None else plot.with_name(f"{plot.stem}-{build}{plot.suffix}")
         print_build(rows, reference, build_plot, comparisons)
@@ -107,7 +110,7 @@ def print_build(
 ) -> None:
     """Print the Markdown table of one build's rows (differences against ``reference``, 95% CI), then for
     each ``(method, candidates)`` of ``comparisons`` the method against the best of its candidates, and
-    save the plot."""
+    save the plot. Comparisons of methods the build lacks are left out."""
     table = by_method(rows)
     accuracy = {m: {s: float(r["test_accuracy"]) for s, r in cells.items()} for m, cells in table.items()}
     print("| method | seeds | test accuracy | delta vs reference | sampled | trained | eval tokens | runs |")
@@ -120,7 +123,8 @@ def print_build(
         tokens = " | ".join(_tokens(cells, f) for f in ("sampled_tokens", "trained_tokens", "eval_tokens"))
         print(f"| {method} | {len(cells)} | {mean:.3f} | {delta} | {tokens} | {runs:.0f} |")
     for method, candidates in comparisons:
-        print(headline(accuracy, method, best_of(accuracy, candidates)))
+        if method in accuracy:
+            print(headline(accuracy, method, best_of(accuracy, candidates)))
     if plot is not None and table:
         save_plot(accuracy, plot)
         print(f"plot: {plot}")

@@ -27,6 +27,11 @@ METHODS = {
     "best seed",
     "gradient-free from seeds",
     "NoRA (svd, own windows)",
+    "NoRA (svd, magnitude gene)",
+    "gradient-free, magnitude gene",
+    "best seed, scaled on eval",
+    "single IRPO, scaled on eval",
+    "NoRA (svd, magnitude gene, population 2)",
 }
 
 

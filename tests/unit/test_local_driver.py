@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from nora.api.manifest import PopulationManifest
+from nora.api.population import MutationSpecModel
 from nora.cli.report import held_out_lines, lineage, plot_fitness, read_run
 from nora.evolution import contract, heldout
 from nora.genetics import load_genome
@@ -182,9 +183,10 @@ def test_resuming_names_each_changed_field_and_tolerates_fields_added_since(tmp_
     started = json.loads((tmp_path / STATE_FILE).read_text())["spec"]["mutation"]
     _edit_started_spec(tmp_path, {k: v for k, v in started.items() if k != "scaleSigma"})
     assert drive(tmp_path, FakeExecutor()).phase == "Succeeded"  # a field added later, at its default
-    _edit_started_spec(tmp_path, {**started, "scaleSigma": 0.5})
+    _edit_started_spec(tmp_path, {**started, "scaleSigma": 1.5})
+    default = MutationSpecModel().scale_sigma
     with pytest.raises(
-        RunError, match=r"spec\.mutation\.scaleSigma: the run started with 0\.5, the manifest gives 0\.0"
+        RunError, match=f"spec.mutation.scaleSigma: the run started with 1.5, the manifest gives {default}"
     ):
         drive(tmp_path, FakeExecutor())  # a default that changed between versions is a change
 

@@ -58,7 +58,7 @@ def test_rows_of_other_toy_model_builds_are_never_paired(
             row = dict.fromkeys(table.FIELDS, "0") | {"seed": seed, "method": method}
             writer.writerow(row | {"test_accuracy": accuracy, "toy_model": build})
     assert [len(rows) for rows in table.by_build(table.read_rows(results)).values()] == [3, 2]
-    table.print_table(results, "ref", tmp_path / "quality.png", (("alt", ("ref",)),))
+    table.print_table(results, ("ref",), tmp_path / "quality.png", (("alt", ("ref",)),))
     out = capsys.readouterr().out
     assert "toy model a" in out
     assert "toy model b" in out
@@ -66,3 +66,25 @@ def test_rows_of_other_toy_model_builds_are_never_paired(
     assert "| alt | 2 | 0.250 | - |" in out  # build b has no ref at all
     assert (tmp_path / "quality-a.png").exists()
     assert (tmp_path / "quality-b.png").exists()
+
+
+def test_each_build_is_compared_with_the_first_reference_it_has(
+    table: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "quality.csv"
+    cells = [("0", "old", "0.60", "a"), ("1", "old", "0.62", "a"), ("0", "alt", "0.70", "a")]
+    cells += [("1", "alt", "0.72", "a"), ("0", "new", "0.50", "b"), ("1", "new", "0.52", "b")]
+    cells += [("0", "alt", "0.40", "b"), ("1", "alt", "0.41", "b")]
+    with results.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=table.FIELDS)
+        writer.writeheader()
+        for seed, method, accuracy, build in cells:
+            row = dict.fromkeys(table.FIELDS, "0") | {"seed": seed, "method": method}
+            writer.writerow(row | {"test_accuracy": accuracy, "toy_model": build})
+    table.print_table(results, ("new", "old"), None, (("new", ("alt",)), ("alt", ("old",))))
+    build_a, build_b = capsys.readouterr().out.split("toy model b")
+    assert "against old" in build_a
+    assert "| alt | 2 | 0.710 | +0.100 ± 0.000 |" in build_a
+    assert "new - alt" not in build_a  # build a never ran "new": its comparison is left out
+    assert "| alt | 2 | 0.405 | -0.105 ± " in build_b
+    assert "new - alt: +0.105 ± " in build_b
