@@ -76,7 +76,13 @@ def test_rotating_eval_moves_the_rows_by_generation(tmp_path: Path) -> None:
 def test_succession_orders_point_at_the_global_best_and_worst(tmp_path: Path) -> None:
     spec = make_spec(
         selection={"method": "truncation", "survivors": 3, "elites": 1},
-        mutation={"sigma": 0.0, "rankGrowProbability": 0.0, "rankShrinkProbability": 0.0, "succession": {}},
+        mutation={
+            "sigma": 0.0,
+            "rankGrowProbability": 0.0,
+            "rankShrinkProbability": 0.0,
+            "succession": {},
+            "scaleSigma": 0.0,
+        },
         crossover={"probability": 0.0},
     )
     previous = scored(plan_initial(spec, POP), FITNESS)
