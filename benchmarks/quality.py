@@ -106,19 +106,23 @@ def single_irpo(setup: Setup, budget: Budget) -> Outcome:
     return iterated_irpo(setup, budget, "irpo", {}, scale)
 
 
-def deep_evolution(setup: Setup, budget: Budget) -> Outcome:
-    """NoRA (svd, magnitude gene) with the same trainer runs as population 2 (1 elite): a lineage about as
-    deep as single IRPO's, so depth against breadth is the only difference from the default shape."""
-    deep = replace(budget, population=2, generations=trainer_runs(budget) - 1)
-    return evolve(setup, deep, "svd", scale_sigma=MAGNITUDE_SIGMA, label=f"-p2x{deep.generations}")
+Method = Callable[[Setup, Budget], Outcome]
+
+
+def deep_evolution(scale_sigma: float) -> Method:
+    """NoRA (svd) with the same trainer runs as population 2 (1 elite): a lineage about as deep as single
+    IRPO's, so depth against breadth is the only difference from population 4 x 3 generations."""
+
+    def run(setup: Setup, budget: Budget) -> Outcome:
+        deep = replace(budget, population=2, generations=trainer_runs(budget) - 1)
+        return evolve(setup, deep, "svd", scale_sigma=scale_sigma, label=f"-p2x{deep.generations}")
+
+    return run
 
 
 def _ensemble(setup: Setup, budget: Budget) -> Outcome:
     run = evolve(setup, budget, "svd")
     return Outcome(run.adapters[1:4], run.fitness, run.compute, note="top-3 genomes of NoRA (svd)")
-
-
-Method = Callable[[Setup, Budget], Outcome]
 
 
 def _seeds(setup: Setup) -> tuple[list[Path], list[float]]:
@@ -180,7 +184,10 @@ GROUPS: tuple[dict[str, Method], ...] = (
         FREE: _free(MAGNITUDE_SIGMA),
     },
     {"best seed, scaled on eval": _best_seed_scaled, "single IRPO, scaled on eval": _single_irpo_scaled},
-    {"NoRA (svd, magnitude gene, population 2)": deep_evolution},
+    {
+        "NoRA (svd, magnitude gene, population 2)": deep_evolution(MAGNITUDE_SIGMA),
+        "NoRA (svd, population 2)": deep_evolution(0.0),
+    },
 )
 
 

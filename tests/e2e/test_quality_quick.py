@@ -32,6 +32,7 @@ METHODS = {
     "best seed, scaled on eval",
     "single IRPO, scaled on eval",
     "NoRA (svd, magnitude gene, population 2)",
+    "NoRA (svd, population 2)",
 }
 
 
