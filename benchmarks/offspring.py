@@ -62,7 +62,8 @@ def spread(records: list[GenerationRecord]) -> tuple[list[float], list[float]]:
 
 
 def print_table(work: Path) -> None:
-    """One row per method, pooled over the seeds found under ``work``."""
+    """One row per method, pooled over the seeds found under ``work`` (no spread where every bred
+    generation trains a single child)."""
     methods: dict[str, list[Path]] = {}
     for run in sorted(work.glob("seed*/*/store")):
         methods.setdefault(run.parent.name, []).append(run.parent)
@@ -74,12 +75,12 @@ def print_table(work: Path) -> None:
         pairs = [spread(record) for record in records]
         sds = [sd for sds, _ in pairs for sd in sds]
         ses = [se for _, ses in pairs for se in ses]
-        if not kids or not sds:
+        if not kids:
             continue
         beat = sum(child.fitness > child.best_parent for child in kids) / len(kids)
         gap = statistics.mean(child.fitness - child.best_parent for child in kids)
         row = [method, str(len(runs)), str(len(kids)), f"{beat:.0%}", f"{gap:+.3f}"]
-        row += [f"{statistics.mean(sds):.3f}", f"{statistics.mean(ses):.3f}"]
+        row += [f"{statistics.mean(sds):.3f}", f"{statistics.mean(ses):.3f}"] if sds else ["-", "-"]
         print("| " + " | ".join(row) + " |")
 
 
