@@ -69,6 +69,8 @@ COMPARISONS = (
     (DEFAULT_NORA, EQUAL_COMPUTE),
     (DEFAULT_NORA, ("NoRA (svd)",)),
     ("NoRA (svd)", EQUAL_COMPUTE),
+    ("NoRA (svd, magnitude gene, population 2)", EQUAL_COMPUTE),
+    ("NoRA (svd, magnitude gene, population 2)", ("NoRA (svd, population 2)",)),
     (FREE, ("best seed",)),
     (FREE, ("best seed, scaled on eval",)),
     ("gradient-free from seeds", ("best seed",)),
