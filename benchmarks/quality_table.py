@@ -131,20 +131,21 @@ def print_build(
 
 
 def save_plot(accuracy: dict[str, dict[str, float]], path: Path) -> None:
-    """Bars of mean test accuracy with each seed as a dot."""
+    """Horizontal bars of mean test accuracy (one per method, labels readable however many) with each
+    seed as a dot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(accuracy)
-    figure, axes = plt.subplots(figsize=(9, 4), dpi=100)
-    axes.bar(names, [statistics.mean(v.values()) for v in accuracy.values()], color="#9ab")
-    for x, values in enumerate(accuracy.values()):
-        axes.plot([x] * len(values), list(values.values()), "k.", alpha=0.6)
-    axes.set_ylabel("test accuracy (1000 rows)")
+    figure, axes = plt.subplots(figsize=(9, 1.2 + 0.35 * len(names)), dpi=100)
+    axes.barh(names, [statistics.mean(v.values()) for v in accuracy.values()], color="#9ab")
+    for y, values in enumerate(accuracy.values()):
+        axes.plot(list(values.values()), [y] * len(values), "k.", alpha=0.6)
+    axes.invert_yaxis()
+    axes.set_xlabel("test accuracy (1000 rows)")
     axes.set_title("toy task, equal compute; dots = seeds")
-    axes.tick_params(axis="x", labelrotation=30)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
