@@ -45,18 +45,23 @@ def test_headline_states_the_difference_or_why_not(table: ModuleType) -> None:
     assert "fewer than 2 common seeds" in table.headline(accuracy, "ours", None)
 
 
+def write_cells(table: ModuleType, path: Path, cells: list[tuple[str, str, str, str]]) -> None:
+    """A results CSV of (seed, method, test accuracy, toy-model build) cells, every other field 0."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=table.FIELDS)
+        writer.writeheader()
+        for seed, method, accuracy, build in cells:
+            row = dict.fromkeys(table.FIELDS, "0") | {"seed": seed, "method": method}
+            writer.writerow(row | {"test_accuracy": accuracy, "toy_model": build})
+
+
 def test_rows_of_other_toy_model_builds_are_never_paired(
     table: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results = tmp_path / "quality.csv"
     cells = [("0", "ref", "0.70", "a"), ("1", "ref", "0.72", "a"), ("0", "alt", "0.75", "a")]
     cells += [("1", "alt", "0.20", "b"), ("2", "alt", "0.30", "b")]
-    with results.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=table.FIELDS)
-        writer.writeheader()
-        for seed, method, accuracy, build in cells:
-            row = dict.fromkeys(table.FIELDS, "0") | {"seed": seed, "method": method}
-            writer.writerow(row | {"test_accuracy": accuracy, "toy_model": build})
+    write_cells(table, results, cells)
     assert [len(rows) for rows in table.by_build(table.read_rows(results)).values()] == [3, 2]
     table.print_table(results, ("ref",), tmp_path / "quality.png", (("alt", ("ref",)),))
     out = capsys.readouterr().out
@@ -75,12 +80,7 @@ def test_each_build_is_compared_with_the_first_reference_it_has(
     cells = [("0", "old", "0.60", "a"), ("1", "old", "0.62", "a"), ("0", "alt", "0.70", "a")]
     cells += [("1", "alt", "0.72", "a"), ("0", "new", "0.50", "b"), ("1", "new", "0.52", "b")]
     cells += [("0", "alt", "0.40", "b"), ("1", "alt", "0.41", "b")]
-    with results.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=table.FIELDS)
-        writer.writeheader()
-        for seed, method, accuracy, build in cells:
-            row = dict.fromkeys(table.FIELDS, "0") | {"seed": seed, "method": method}
-            writer.writerow(row | {"test_accuracy": accuracy, "toy_model": build})
+    write_cells(table, results, cells)
     table.print_table(results, ("new", "old"), None, (("new", ("alt",)), ("alt", ("old",))))
     build_a, build_b = capsys.readouterr().out.split("toy model b")
     assert "against old" in build_a
