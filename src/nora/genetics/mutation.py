@@ -230,7 +230,8 @@ def mutate_magnitude(
 ) -> dict[str, LoraModule]:
     """The magnitude gene: every module's update times one factor ``exp(N(0, scale_sigma^2))``.
 
-    Nothing is drawn when ``scale_sigma`` is 0, so turning the gene off leaves every other draw as it was.
+    Nothing is drawn when ``scale_sigma`` is 0, so with the gene off every draw is as it was before the gene
+    existed; with it on, the one draw comes after the modules' and shifts only the hyperparameter genes'.
     """
     if spec.scale_sigma <= 0:
         return dict(modules)
