@@ -250,6 +250,15 @@ def run_population(setup: Setup, name: str, spec: dict[str, Any]) -> Outcome:
     return Outcome(adapters, float(best["fitness"]), total_compute(metrics), note=str(best.get("genome")))
 
 
+def with_magnitude_gene(spec: dict[str, Any], scale_sigma: float) -> str:
+    """Turn the magnitude gene on in ``spec`` when ``scale_sigma`` is positive; the run name's suffix for it
+    (empty when off, so runs from before the gene keep their names)."""
+    if not scale_sigma:
+        return ""
+    spec["mutation"]["scaleSigma"] = scale_sigma
+    return f"-scale{round(100 * scale_sigma)}"
+
+
 def evolve(
     setup: Setup,
     budget: Budget,
@@ -265,9 +274,7 @@ def evolve(
         spec["mutation"].update(rankGrowProbability=0.0, rankShrinkProbability=0.0)
     spec["training"]["promptWindows"] = windows
     suffix = "" if windows == "generation" else f"-{windows}-windows"
-    if scale_sigma:
-        spec["mutation"]["scaleSigma"] = scale_sigma
-        suffix += f"-scale{round(100 * scale_sigma)}"
+    suffix += with_magnitude_gene(spec, scale_sigma)
     return run_population(setup, f"nora-{crossover}{suffix}{label}", spec)
 
 
@@ -296,11 +303,7 @@ def gradient_free(
         "scaleSigma": 0.0,
     }
     spec["selection"] = {"method": "tournament", "survivors": 4, "elites": 2, "tournamentSize": 2}
-    name = "free"
-    if scale_sigma:
-        spec["mutation"]["scaleSigma"] = scale_sigma
-        name += f"-scale{round(100 * scale_sigma)}"
-    outcome = run_population(setup, name, spec)
+    outcome = run_population(setup, "free" + with_magnitude_gene(spec, scale_sigma), spec)
     return Outcome(outcome.adapters, outcome.fitness, outcome.compute, note=f"best seed fit {seed_fitness}")
 
 

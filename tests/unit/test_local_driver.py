@@ -23,7 +23,7 @@ from nora.genetics.io import MANIFEST_FILE
 from nora.local.display import LineDisplay
 from nora.local.driver import LocalDriver, RunConfig, RunError, transient_delay
 from nora.local.executor import TEST_SCORE_COMMAND, Launch, Outcome
-from nora.local.state import STATE_FILE, load_state, spec_changes
+from nora.local.state import STATE_FILE, load_state, spec_changes, spec_digest
 from nora.storage import StoreError
 from tests.support import standin
 from tests.support.manifests import BASE_SPEC, population_manifest
@@ -189,6 +189,17 @@ def test_resuming_names_each_changed_field_and_tolerates_fields_added_since(tmp_
         RunError, match=f"spec.mutation.scaleSigma: the run started with 1.5, the manifest gives {default}"
     ):
         drive(tmp_path, FakeExecutor())  # a default that changed between versions is a change
+
+
+def test_a_run_from_before_the_spec_was_kept_is_compared_by_its_digest(tmp_path: Path) -> None:
+    drive(tmp_path, FakeExecutor())
+    path = tmp_path / STATE_FILE
+    state = json.loads(path.read_text())
+    state["specDigest"] = spec_digest(state.pop("spec"))
+    path.write_text(json.dumps(state))
+    assert drive(tmp_path, FakeExecutor()).phase == "Succeeded"
+    with pytest.raises(RunError, match="spec: differs from the run's"):
+        drive(tmp_path, FakeExecutor(), population(populationSize=5))
 
 
 def test_a_field_added_since_the_run_started_counts_once_it_is_set() -> None:

@@ -38,7 +38,7 @@ from nora.local.executor import (
     RunningGenome,
     worker_environment,
 )
-from nora.local.state import RunState, load_state, save_state, spec_changes, spec_digest
+from nora.local.state import RunState, load_state, resume_changes, save_state
 from nora.storage import LocalStore
 
 POLL_SECONDS = 0.2
@@ -130,15 +130,10 @@ class LocalDriver:
         save_state(self.config.run_dir, state)
 
     def _initial_state(self) -> RunState:
-        spec = self.spec.to_json_dict()
         existing = load_state(self.config.run_dir)
         if existing is None:
-            return RunState(population=self.name, spec_digest=spec_digest(spec), spec=spec, phase="Running")
-        if existing.spec is None:  # a run from before the spec was kept: only its digest can be compared
-            changes = [] if existing.spec_digest == spec_digest(spec) else ["spec: differs from the run's"]
-        else:
-            explicit = self.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-            changes = spec_changes(existing.spec, spec, explicit)
+            return RunState(population=self.name, spec=self.spec.to_json_dict(), phase="Running")
+        changes = resume_changes(existing, self.spec)
         if existing.population != self.name or changes:
             raise RunError(
                 f"{self.config.run_dir}: holds a run of a different manifest (population "

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import Field
 
+from nora.api.population import PopulationSpec
 from nora.api.status import PopulationRecord
 from nora.evolution.ledger import GenerationRecord
 
@@ -28,9 +29,10 @@ class RunState(PopulationRecord):
     """Everything ``nora run`` needs to resume."""
 
     population: str
-    spec_digest: str
     spec: dict[str, Any] | None = None
     """The spec the run started with, every default written out (``None`` in runs from before it was kept)."""
+    spec_digest: str | None = None
+    """Only in runs from before the spec was kept: the digest of their spec (:func:`spec_digest`)."""
     generations: list[GenerationRecord] = Field(default_factory=list)
 
     @property
@@ -86,6 +88,16 @@ def spec_changes(
         elif old != new:
             changes.append(f"{where}: the run started with {old!r}, the manifest gives {new!r}")
     return changes
+
+
+def resume_changes(existing: RunState, spec: PopulationSpec) -> list[str]:
+    """What ``spec`` changes from the spec ``existing`` started with (see :func:`spec_changes`); a run from
+    before the spec was kept can only be compared by digest."""
+    current = spec.to_json_dict()
+    if existing.spec is None:
+        return [] if existing.spec_digest == spec_digest(current) else ["spec: differs from the run's"]
+    explicit = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    return spec_changes(existing.spec, current, explicit)
 
 
 def load_state(run_dir: Path) -> RunState | None:
